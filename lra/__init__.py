@@ -1,0 +1,1 @@
+"""The LRA harness: task data, sweeps, reports, benchmarks. Knows nothing of models."""

@@ -1,0 +1,123 @@
+"""Tokenised splits held as padded arrays, and deterministic, resumable batch iterators.
+
+Every task module turns its files into `Split`s; this module turns a `Split` into the batch
+dicts of the contract: `inputs` int32 `[B, L]`, `mask` bool `[B, L]`, `targets` int32 `[B]`
+(pair tasks add `inputs2`/`mask2`). Evaluation batches also carry `valid` bool `[B]`: the
+last batch of a split is padded to the full batch size and `valid` marks its real rows.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable, Iterator
+
+import numpy as np
+
+
+@dataclasses.dataclass
+class Split:
+  """One split. `inputs` `[N, L]` (any int dtype, may be a memmap), `lengths` `[N]`,
+  `targets` `[N]`; pair tasks also `inputs2`/`lengths2`."""
+  name: str
+  inputs: np.ndarray
+  lengths: np.ndarray
+  targets: np.ndarray
+  inputs2: np.ndarray | None = None
+  lengths2: np.ndarray | None = None
+
+  def __post_init__(self):
+    n = len(self.targets)
+    for field in ("inputs", "lengths", "inputs2", "lengths2"):
+      array = getattr(self, field)
+      if array is not None and len(array) != n:
+        raise ValueError(f"split {self.name!r}: {field} has {len(array)} rows, targets {n}")
+
+  def __len__(self):
+    return len(self.targets)
+
+  def label_counts(self, num_classes: int) -> np.ndarray:
+    return np.bincount(np.asarray(self.targets), minlength=num_classes)
+
+  def batch(self, rows: np.ndarray) -> dict[str, np.ndarray]:
+    batch = {"inputs": _tokens(self.inputs, rows), "mask": _mask(self.lengths[rows],
+                                                                  self.inputs.shape[1]),
+             "targets": np.asarray(self.targets[rows], np.int32)}
+    if self.inputs2 is not None:
+      batch["inputs2"] = _tokens(self.inputs2, rows)
+      batch["mask2"] = _mask(self.lengths2[rows], self.inputs2.shape[1])
+    return batch
+
+
+def _tokens(array, rows):
+  return np.asarray(array[rows], np.int32)
+
+
+def _mask(lengths, max_len):
+  return np.arange(max_len)[None, :] < np.asarray(lengths)[:, None]
+
+
+def pad_rows(tokens: list[np.ndarray] | list[list[int]], max_len: int,
+             dtype=np.int32) -> tuple[np.ndarray, np.ndarray]:
+  """Right-pads token sequences with 0 to `[N, max_len]`; returns (array, lengths)."""
+  out = np.zeros((len(tokens), max_len), dtype)
+  lengths = np.zeros(len(tokens), np.int32)
+  for i, seq in enumerate(tokens):
+    n = min(len(seq), max_len)
+    out[i, :n] = seq[:n]
+    lengths[i] = n
+  return out, lengths
+
+
+def train_batches(split: Split, batch_size: int, seed: int,
+                  start_step: int = 0) -> Iterator[dict[str, np.ndarray]]:
+  """Endless shuffled batches; batch `s` depends only on (seed, s), so a resumed run
+  starting at `start_step` sees exactly the batches an uninterrupted run would."""
+  n = len(split)
+  if n < batch_size:
+    raise ValueError(f"split {split.name!r} has {n} examples, fewer than batch size "
+                     f"{batch_size}")
+  steps_per_epoch = n // batch_size  # the remainder of each epoch is reshuffled, not lost
+  step = start_step
+  while True:
+    epoch, index = divmod(step, steps_per_epoch)
+    order = np.random.default_rng([seed, epoch]).permutation(n)
+    yield split.batch(order[index * batch_size:(index + 1) * batch_size])
+    step += 1
+
+
+def eval_batches(split: Split, batch_size: int,
+                 max_batches: int | None = None) -> Iterator[dict[str, np.ndarray]]:
+  """The split in order, once; the last batch padded to `batch_size` with `valid` False."""
+  n = len(split)
+  count = -(-n // batch_size)
+  if max_batches is not None and max_batches > 0:
+    count = min(count, max_batches)
+  for b in range(count):
+    rows = np.arange(b * batch_size, min((b + 1) * batch_size, n))
+    valid = np.ones(batch_size, bool)
+    if len(rows) < batch_size:
+      valid[len(rows):] = False
+      rows = np.concatenate([rows, np.zeros(batch_size - len(rows), rows.dtype)])
+    batch = split.batch(rows)
+    batch["valid"] = valid
+    yield batch
+
+
+@dataclasses.dataclass
+class TaskData:
+  """What a task module returns: splits plus the metadata the model and loop need."""
+  name: str
+  splits: dict[str, Split]  # "train", "validation", "test"
+  vocab_size: int
+  num_classes: int
+  max_length: int
+  pair: bool = False
+  notes: str = ""
+  make_train_iter: Callable[..., Iterator] | None = None
+
+  def sizes(self) -> dict[str, int]:
+    return {name: len(split) for name, split in self.splits.items()}
+
+  def describe(self) -> str:
+    sizes = ", ".join(f"{k}={v:,}" for k, v in self.sizes().items())
+    return (f"task {self.name}: {sizes}; vocab {self.vocab_size}, {self.num_classes} classes, "
+            f"length {self.max_length}{', pair' if self.pair else ''}")

@@ -1,0 +1,19 @@
+"""Task registry: `config.task` -> the `lra/<task>.py` module that loads it."""
+from __future__ import annotations
+
+import importlib
+
+import ml_collections
+
+from lra.batches import TaskData
+
+TASKS = ("listops",)  # each later task module adds its name here
+
+
+def load_task(config: ml_collections.ConfigDict) -> TaskData:
+  """Loads `config.task`'s splits (generating or preparing data where the task allows)."""
+  if config.task not in TASKS:
+    raise ValueError(f"unknown task {config.task!r} (config.task); known tasks: "
+                     f"{', '.join(TASKS)}")
+  module = importlib.import_module(f"lra.{config.task}")
+  return module.load(config)

@@ -1,0 +1,2 @@
+"""Models: attention variants, the shared encoder, heads. Knows nothing of tasks or files."""
+from models.build import build_model  # noqa: F401

@@ -1,0 +1,58 @@
+"""The shared projection base: q/k/v/output projections around any registered mixer.
+
+A variant only writes its mixer (see `registry.py`); this module owns the projections,
+the masks, cross attention and the build-time capability checks.
+"""
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from models.attention import registry
+
+
+class MultiHeadAttention(nn.Module):
+  """Multi-head attention whose mixing is the registered variant `attention`.
+
+  Call: `(x, mask, context=None, context_mask=None, deterministic=True)` with `x`
+  `[b, l, features]`, `mask` bool `[b, l]`; `context` (cross attention) `[b, lc, features]`.
+  """
+  num_heads: int
+  qkv_dim: int
+  attention: str = "transformer"
+  attention_kwargs: Mapping[str, Any] | None = None
+  causal: bool = False
+  cross: bool = False
+  dropout_rate: float = 0.0  # attention-weight dropout, for variants that have weights
+  max_len: int | None = None
+  kv_max_len: int | None = None
+  out_dim: int | None = None
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, mask=None, context=None, context_mask=None, deterministic=True):
+    if context is not None and not self.cross:
+      raise ValueError("context given to a self-attention layer; build it with cross=True")
+    if self.qkv_dim % self.num_heads:
+      raise ValueError(f"config.model.qkv_dim={self.qkv_dim} is not divisible by "
+                       f"num_heads={self.num_heads}")
+    head_dim = self.qkv_dim // self.num_heads
+    dense = lambda name: nn.DenseGeneral((self.num_heads, head_dim), dtype=self.dtype, name=name)
+    mixer_context = {"dropout_rate": self.dropout_rate}
+    spec = registry.get(self.attention)
+    if self.max_len is not None:
+      mixer_context["max_len"] = self.max_len
+      mixer_context["kv_max_len"] = self.kv_max_len or self.max_len
+    elif spec.needs_max_len:
+      raise ValueError(f"attention {self.attention!r} needs a fixed max_len")
+    mixer = registry.build_mixer(self.attention, self.attention_kwargs, causal=self.causal,
+                                 cross=self.cross, name="mixer", **mixer_context)
+    kv_input = x if context is None else context
+    kv_mask = mask if context is None else context_mask
+    q, k, v = dense("query")(x), dense("key")(kv_input), dense("value")(kv_input)
+    mixed = mixer(q, k, v, q_mask=mask, kv_mask=kv_mask, deterministic=deterministic,
+                  inputs_q=x)
+    out_dim = self.out_dim or x.shape[-1]
+    return nn.DenseGeneral(out_dim, axis=(-2, -1), dtype=self.dtype, name="out")(mixed)

@@ -1,0 +1,96 @@
+"""The one attention registry: a name -> mixer class, and what each variant supports.
+
+A *mixer* is the part of attention that differs between X-formers: it takes projected
+queries, keys and values shaped `[batch, length, heads, head_dim]` and returns the mixed
+values in the same layout. The shared projections live in `models/attention/base.py`.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Mapping
+
+import flax.linen as nn
+
+
+@dataclasses.dataclass(frozen=True)
+class AttentionSpec:
+  name: str
+  mixer: type[nn.Module]
+  supports_causal: bool
+  supports_cross: bool
+  # Mixers that need a fixed maximum length (e.g. learned length projections) say so.
+  needs_max_len: bool = False
+  # Sub-quadratic variants never build an [L, L] array; tests check it by compiled memory.
+  subquadratic: bool = True
+
+
+_REGISTRY: dict[str, AttentionSpec] = {}
+# Context fields the base may hand to a mixer that declares them as dataclass fields.
+CONTEXT_FIELDS = ("causal", "dropout_rate", "max_len", "kv_max_len")
+
+
+def register(name: str, *, causal: bool, cross: bool, needs_max_len: bool = False,
+             subquadratic: bool = True):
+  """Class decorator: `@register("performer", causal=True, cross=True)`."""
+
+  def decorate(cls):
+    if name in _REGISTRY:
+      raise ValueError(f"attention {name!r} is registered twice "
+                       f"({_REGISTRY[name].mixer.__module__} and {cls.__module__})")
+    _REGISTRY[name] = AttentionSpec(name, cls, causal, cross, needs_max_len, subquadratic)
+    return cls
+
+  return decorate
+
+
+def names() -> list[str]:
+  _import_variants()
+  return sorted(_REGISTRY)
+
+
+def get(name: str) -> AttentionSpec:
+  _import_variants()
+  if name not in _REGISTRY:
+    raise ValueError(f"unknown attention {name!r} (config.model.attention); "
+                     f"registered: {', '.join(sorted(_REGISTRY))}")
+  return _REGISTRY[name]
+
+
+def check_supports(name: str, *, causal: bool = False, cross: bool = False) -> AttentionSpec:
+  """Fails at build time when a variant is asked for something it cannot do."""
+  spec = get(name)
+  if causal and not spec.supports_causal:
+    raise ValueError(f"attention {name!r} has no causal form; causal variants: "
+                     f"{', '.join(n for n in names() if _REGISTRY[n].supports_causal)}")
+  if cross and not spec.supports_cross:
+    raise ValueError(f"attention {name!r} does not support cross attention; variants that do: "
+                     f"{', '.join(n for n in names() if _REGISTRY[n].supports_cross)}")
+  return spec
+
+
+def build_mixer(attention: str, kwargs: Mapping[str, Any] | None, *, causal: bool = False,
+                cross: bool = False, name: str | None = None, **context) -> nn.Module:
+  """Builds the mixer module of variant `attention`, checking `kwargs` against its fields."""
+  spec = check_supports(attention, causal=causal, cross=cross)
+  fields = {f.name for f in dataclasses.fields(spec.mixer)
+            if f.name not in ("parent", "name") and f.init}
+  kwargs = dict(kwargs or {})
+  unknown = sorted(set(kwargs) - fields)
+  if unknown:
+    allowed = sorted(fields - set(CONTEXT_FIELDS))
+    raise ValueError(f"attention {attention!r} got unknown config.model.attention_kwargs "
+                     f"{unknown}; it accepts: {allowed}")
+  context["causal"] = causal
+  for key, value in context.items():
+    if key not in CONTEXT_FIELDS:
+      raise ValueError(f"unknown mixer context field {key!r}")
+    if key in fields and key not in kwargs:
+      kwargs[key] = value
+  if causal and "causal" not in fields:
+    raise ValueError(f"attention {attention!r} is registered as causal but has no `causal` field")
+  return spec.mixer(**kwargs, name=name)
+
+
+def _import_variants():
+  # Importing the package registers every variant file it lists.
+  import models.attention  # noqa: F401  pylint: disable=import-outside-toplevel

@@ -1,0 +1,97 @@
+"""The one encoder block every attention variant plugs into (pre-LayerNorm, LRA's layout)."""
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from models.attention.base import MultiHeadAttention
+from models.embedding import Embedder
+
+ACTIVATIONS = {"gelu": nn.gelu, "relu": nn.relu, "silu": nn.silu}
+
+
+class FeedForward(nn.Module):
+  """Dense(mlp) -> activation -> dropout -> Dense(features) -> dropout (LRA's MlpBlock)."""
+  mlp_dim: int
+  activation: str = "gelu"
+  dropout_rate: float = 0.0
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, deterministic=True):
+    if self.activation not in ACTIVATIONS:
+      raise ValueError(f"config.model.activation={self.activation!r}; "
+                       f"expected one of {sorted(ACTIVATIONS)}")
+    h = nn.Dense(self.mlp_dim, dtype=self.dtype, name="in")(x)
+    h = ACTIVATIONS[self.activation](h)
+    h = nn.Dropout(self.dropout_rate)(h, deterministic=deterministic)
+    h = nn.Dense(x.shape[-1], dtype=self.dtype, name="out")(h)
+    return nn.Dropout(self.dropout_rate)(h, deterministic=deterministic)
+
+
+class EncoderBlock(nn.Module):
+  """x + Dropout(Attention(LN(x))); x + FFN(LN(x)). Padded positions are kept at zero."""
+  num_heads: int
+  qkv_dim: int
+  mlp_dim: int
+  attention: str = "transformer"
+  attention_kwargs: Mapping[str, Any] | None = None
+  causal: bool = False
+  max_len: int | None = None
+  dropout_rate: float = 0.0
+  attention_dropout_rate: float = 0.0
+  activation: str = "gelu"
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, mask, deterministic=True):
+    h = nn.LayerNorm(dtype=self.dtype, name="attention_norm")(x)
+    h = MultiHeadAttention(num_heads=self.num_heads, qkv_dim=self.qkv_dim,
+                           attention=self.attention, attention_kwargs=self.attention_kwargs,
+                           causal=self.causal, dropout_rate=self.attention_dropout_rate,
+                           max_len=self.max_len, dtype=self.dtype, name="attention")(
+                               h, mask, deterministic=deterministic)
+    x = x + nn.Dropout(self.dropout_rate)(h, deterministic=deterministic)
+    h = nn.LayerNorm(dtype=self.dtype, name="ffn_norm")(x)
+    x = x + FeedForward(self.mlp_dim, self.activation, self.dropout_rate, self.dtype,
+                        name="ffn")(h, deterministic=deterministic)
+    return jnp.where(mask[..., None], x, 0.0)
+
+
+class Encoder(nn.Module):
+  """Embedding, `num_layers` shared-layout blocks and a final LayerNorm.
+
+  Returns `(hidden [b, l(+1), emb_dim], mask)`; with `prepend_cls` position 0 is the CLS token.
+  """
+  vocab_size: int
+  emb_dim: int
+  num_heads: int
+  num_layers: int
+  qkv_dim: int
+  mlp_dim: int
+  max_len: int
+  attention: str = "transformer"
+  attention_kwargs: Mapping[str, Any] | None = None
+  causal: bool = False
+  positions: str = "sinusoidal"
+  prepend_cls: bool = False
+  dropout_rate: float = 0.1
+  attention_dropout_rate: float = 0.1
+  activation: str = "gelu"
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, tokens, mask, deterministic=True):
+    x, mask = Embedder(self.vocab_size, self.emb_dim, self.max_len, self.positions,
+                       self.prepend_cls, self.dropout_rate, self.dtype, name="embed")(
+                           tokens, mask, deterministic)
+    for i in range(self.num_layers):
+      x = EncoderBlock(self.num_heads, self.qkv_dim, self.mlp_dim, self.attention,
+                       self.attention_kwargs, self.causal,
+                       self.max_len + int(self.prepend_cls), self.dropout_rate,
+                       self.attention_dropout_rate, self.activation, self.dtype,
+                       name=f"block_{i}")(x, mask, deterministic)
+    x = nn.LayerNorm(dtype=self.dtype, name="final_norm")(x)
+    return x, mask

@@ -1,0 +1,42 @@
+"""Encoder classifier for single-input LRA tasks, built from the config alone."""
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import flax.linen as nn
+import jax.numpy as jnp
+import ml_collections
+
+from models import heads
+from models.attention import registry
+from models.blocks import Encoder
+
+
+class EncoderClassifier(nn.Module):
+  """tokens `[b, l]`, mask `[b, l]` -> (logits `[b, classes]`, aux dict)."""
+  encoder: Encoder
+  num_classes: int
+  mlp_dim: int
+  pooling: str = "CLS"
+
+  @nn.compact
+  def __call__(self, batch: Mapping[str, Any], deterministic=True):
+    hidden, mask = self.encoder(batch["inputs"], batch["mask"], deterministic)
+    pooled = heads.pool(hidden, mask, self.pooling)
+    logits = heads.ClassifierHead(self.num_classes, self.mlp_dim, name="head")(pooled)
+    return logits, {"pooled": pooled}
+
+
+def encoder_from_config(model_cfg: ml_collections.ConfigDict, vocab_size: int,
+                        max_len: int, prepend_cls: bool) -> Encoder:
+  registry.check_supports(model_cfg.attention, causal=model_cfg.get("causal", False))
+  dtype = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}[model_cfg.dtype]
+  return Encoder(vocab_size=vocab_size, emb_dim=model_cfg.emb_dim,
+                 num_heads=model_cfg.num_heads, num_layers=model_cfg.num_layers,
+                 qkv_dim=model_cfg.qkv_dim, mlp_dim=model_cfg.mlp_dim, max_len=max_len,
+                 attention=model_cfg.attention,
+                 attention_kwargs=dict(model_cfg.attention_kwargs),
+                 causal=model_cfg.get("causal", False), positions=model_cfg.positions,
+                 prepend_cls=prepend_cls, dropout_rate=model_cfg.dropout_rate,
+                 attention_dropout_rate=model_cfg.attention_dropout_rate,
+                 activation=model_cfg.activation, dtype=dtype, name="encoder")

@@ -1,0 +1,58 @@
+"""Token embedding plus sinusoidal or learned positions (LRA's AddPositionEmbs)."""
+from __future__ import annotations
+
+import flax.linen as nn
+import jax.numpy as jnp
+import numpy as np
+
+
+def sinusoidal_table(max_len: int, features: int, min_scale=1.0, max_scale=10000.0) -> np.ndarray:
+  """Fixed table `[max_len, features]` (Vaswani et al. 2017, sec. 3.5): sin on the first
+  half of the features, cos on the second, geometric wavelengths."""
+  half = features // 2
+  scale = np.log(max_scale / min_scale) / max(half - 1, 1)
+  div = min_scale * np.exp(-np.arange(half) * scale)
+  pos = np.arange(max_len)[:, None]
+  table = np.zeros((max_len, features), np.float32)
+  table[:, :half] = np.sin(pos * div)
+  table[:, half:2 * half] = np.cos(pos * div)
+  return table
+
+
+class Embedder(nn.Module):
+  """Embeds int tokens `[b, l]`, optionally prepends a learned CLS vector, adds positions."""
+  vocab_size: int
+  features: int
+  max_len: int
+  positions: str = "sinusoidal"  # or "learned"
+  prepend_cls: bool = False
+  dropout_rate: float = 0.0
+  dtype: object = jnp.float32
+
+  @nn.compact
+  def __call__(self, tokens, mask, deterministic=True):
+    if tokens.shape[1] > self.max_len:
+      raise ValueError(f"input length {tokens.shape[1]} exceeds config.model.max_len="
+                       f"{self.max_len}")
+    x = nn.Embed(self.vocab_size, self.features, embedding_init=nn.initializers.normal(1.0),
+                 dtype=self.dtype, name="tokens")(tokens)
+    if self.prepend_cls:
+      cls = self.param("cls", nn.initializers.zeros, (1, 1, self.features))
+      x = jnp.concatenate([jnp.broadcast_to(cls, (x.shape[0], 1, self.features)).astype(x.dtype),
+                           x], axis=1)
+      mask = jnp.concatenate([jnp.ones((mask.shape[0], 1), bool), mask], axis=1)
+    length = x.shape[1]
+    total_len = self.max_len + int(self.prepend_cls)
+    if self.positions == "sinusoidal":
+      pos = jnp.asarray(sinusoidal_table(total_len, self.features))[None, :length]
+    elif self.positions == "learned":
+      pos = self.param("positions", nn.initializers.normal(0.02),
+                       (1, total_len, self.features))[:, :length]
+    elif self.positions == "none":
+      pos = 0.0
+    else:
+      raise ValueError(f"config.model.positions={self.positions!r}; expected 'sinusoidal', "
+                       "'learned' or 'none'")
+    x = x + pos
+    x = nn.Dropout(self.dropout_rate)(x, deterministic=deterministic)
+    return x, mask
