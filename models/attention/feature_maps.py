@@ -1,0 +1,84 @@
+"""Kernelised (linear) attention over feature maps, shared by `performer` and `linear_transformer`.
+
+Given non-negative features phi(q), phi(k), attention is (Katharopoulos et al. 2020, eq. 4-6)
+
+  out_i = phi(q_i)^T sum_j phi(k_j) v_j^T / phi(q_i)^T sum_j phi(k_j),
+
+computed as (phi(q) (phi(k)^T V)) without an [L, L] matrix. The causal form (eqs. 16-20: the
+running state S_i = sum_{j<=i} phi(k_j) v_j^T, z_i = sum_{j<=i} phi(k_j)) is computed chunk-wise:
+a `lax.scan` over chunks carries S and z, and inside a chunk the masked [C, C] products are exact.
+Features are `[b, l, h, m]`, values `[b, l, h, d]`; callers zero the features of padded keys.
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+# Stand-in for log(0) in key log-scales: finite, so differences of two of them stay finite.
+LOG_ZERO = -1e30
+
+
+def linear_attention(phi_q, phi_k, v, *, eps: float):
+  """Bidirectional linear attention (eq. 6): `[b, lq, h, d]` in O(L m d)."""
+  kv = jnp.einsum("blhm,blhd->bhmd", phi_k, v)   # sum_j phi(k_j) v_j^T
+  z = jnp.sum(phi_k, axis=1)                      # sum_j phi(k_j): [b, h, m]
+  numerator = jnp.einsum("blhm,bhmd->blhd", phi_q, kv)
+  denominator = jnp.einsum("blhm,bhm->blh", phi_q, z)[..., None] + eps
+  return numerator / jnp.where(denominator > 0, denominator, 1.0)
+
+
+def causal_linear_attention(phi_q, phi_k, v, *, eps: float, chunk_size: int,
+                            key_log_scale=None):
+  """Causal linear attention by a chunked prefix sum (eqs. 16-20): `[b, l, h, d]`.
+
+  `key_log_scale` (`[b, l, h]`, optional) lets a caller pass key features in scaled form: the
+  true feature of key j is `phi_k[j] * exp(key_log_scale[j])`. The running maximum of the
+  scales (over keys j <= i only, so nothing looks ahead) is factored out as in an online
+  softmax, so exp() never overflows; it cancels exactly between numerator and denominator.
+  """
+  b, length, h, m = phi_k.shape
+  if phi_q.shape[1] != length:
+    raise ValueError(f"causal linear attention needs as many queries as keys; got "
+                     f"{phi_q.shape[1]} queries and {length} keys")
+  if key_log_scale is None:
+    key_log_scale = jnp.zeros((b, length, h), phi_k.dtype)
+  chunk = max(1, min(chunk_size, length))
+  padded = -(-length // chunk) * chunk
+  pad = lambda x, value=0.0: jnp.pad(x, [(0, 0), (0, padded - length)] + [(0, 0)] * (x.ndim - 2),
+                                     constant_values=value)
+  # [num_chunks, b, chunk, ...]: the scan runs over the leading axis.
+  to_chunks = lambda x: jnp.moveaxis(x.reshape((b, padded // chunk, chunk) + x.shape[2:]), 1, 0)
+  xs = (to_chunks(pad(phi_q)), to_chunks(pad(phi_k)), to_chunks(pad(v)),
+        to_chunks(pad(jax.lax.stop_gradient(key_log_scale), LOG_ZERO)))
+  causal = jnp.tril(jnp.ones((chunk, chunk), bool))  # within one chunk only: [C, C]
+
+  def step(carry, chunk_inputs):
+    state, normaliser, scale_before = carry   # [b,h,m,d], [b,h,m], [b,h]
+    q_c, k_c, v_c, s_c = chunk_inputs          # [b,C,h,m] x2, [b,C,h,d], [b,C,h]
+    # Reference log-scale of query i: the largest key scale seen up to and including i.
+    running = jnp.maximum(jax.lax.cummax(s_c, axis=1), scale_before[:, None, :])  # [b,C,h]
+    # Within the chunk: exact masked products, weight exp(s_j - running_i) <= 1 for j <= i.
+    log_factor = s_c.transpose(0, 2, 1)[:, :, None, :] - running.transpose(0, 2, 1)[..., None]
+    factor = jnp.exp(jnp.where(causal, log_factor, LOG_ZERO))   # [b,h,C,C]
+    weights = jnp.einsum("bihm,bjhm->bhij", q_c, k_c) * factor
+    numerator = jnp.einsum("bhij,bjhd->bihd", weights, v_c)
+    denominator = jnp.sum(weights, axis=-1).transpose(0, 2, 1)  # [b,C,h]
+    # Earlier chunks: the carried state, rescaled from scale_before to each query's scale.
+    earlier = jnp.exp(scale_before[:, None, :] - running)         # [b,C,h]
+    numerator += earlier[..., None] * jnp.einsum("bihm,bhmd->bihd", q_c, state)
+    denominator += earlier * jnp.einsum("bihm,bhm->bih", q_c, normaliser)
+    # New state at the scale of the chunk's last position.
+    scale_after = running[:, -1]                                  # [b,h]
+    key_weight = jnp.exp(s_c - scale_after[:, None, :])[..., None] * k_c
+    decay = jnp.exp(scale_before - scale_after)
+    state = decay[..., None, None] * state + jnp.einsum("bjhm,bjhd->bhmd", key_weight, v_c)
+    normaliser = decay[..., None] * normaliser + jnp.sum(key_weight, axis=1)
+    denominator = denominator[..., None] + eps
+    out = numerator / jnp.where(denominator > 0, denominator, 1.0)
+    return (state, normaliser, scale_after), out
+
+  init = (jnp.zeros((b, h, m, v.shape[-1]), v.dtype), jnp.zeros((b, h, m), v.dtype),
+          jnp.full((b, h), LOG_ZERO, phi_k.dtype))
+  _, out = jax.lax.scan(step, init, xs)
+  out = jnp.moveaxis(out, 0, 1).reshape((b, padded) + out.shape[3:])
+  return out[:, :length]

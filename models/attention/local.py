@@ -1,0 +1,68 @@
+"""Block-local attention: the 1D local attention of the Image Transformer (Parmar et al. 2018,
+sec. 3.2, "Local 1D Attention"), as LRA's `local` baseline.
+
+The sequence is cut into query blocks of `block_size` positions; every query attends with
+softmax(q k^T / sqrt(d)) only to the keys of its own block (LRA's form, `look_back=False`)
+or, with `look_back=True`, to its own block and the previous one (the Image Transformer's
+memory block of preceding positions). The causal form masks keys after the query inside that
+window. Cost O(L * block) in time and memory: scores are `[n_blocks, block, (1|2) * block]`.
+Lengths that are not a multiple of the block are padded internally (padded keys masked).
+"""
+from __future__ import annotations
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from models.attention import blocking, masks
+from models.attention.registry import register
+
+
+def local_attention(q, k, v, *, block_size=50, look_back=False, causal=False, q_mask=None,
+                    kv_mask=None, dropout_rate=0.0, dropout_rng=None, deterministic=True):
+  """Pure function. q/k/v `[b, l, h, d]` (self-attention), masks bool `[b, l]`."""
+  blocking.check_self_attention(q, k, "local")
+  if block_size < 1:
+    raise ValueError(f"local: block_size={block_size}; expected a positive integer")
+  batch, length, _, depth = q.shape
+  block = min(block_size, length)  # one block holding everything when block_size >= length
+  q = q / jnp.sqrt(depth).astype(q.dtype)
+  qb, kb, vb = (blocking.to_blocks(blocking.pad_to_blocks(t, block), block) for t in (q, k, v))
+  n = qb.shape[1]
+  valid = blocking.to_blocks(blocking.key_validity(kv_mask, batch, length, block), block)
+  q_pos = blocking.block_positions(n, block)  # [1, n, B]
+
+  offsets = (-1, 0) if look_back else (0,)  # previous block as the "memory" (sec. 3.2)
+  k_win = blocking.neighbour_blocks(kb, offsets)  # [b, n, K, h, d]
+  v_win = blocking.neighbour_blocks(vb, offsets)
+  k_pos = blocking.neighbour_blocks(q_pos, offsets, fill=-1)  # [1, n, K]; -1 = before start
+  k_valid = blocking.neighbour_blocks(valid, offsets, fill=False)  # [b, n, K]
+
+  allowed = (k_valid & (k_pos >= 0))[:, :, None, None, :]  # [b, n, 1, 1, K]
+  if causal:
+    allowed = allowed & (k_pos[:, :, None, :] <= q_pos[:, :, :, None])[:, :, None]
+
+  logits = jnp.einsum("bnqhd,bnkhd->bnhqk", qb, k_win)
+  weights = blocking.joint_softmax([logits], [allowed])
+  weights, = blocking.dropout(weights, dropout_rate, dropout_rng, deterministic)
+  out = jnp.einsum("bnhqk,bnkhd->bnqhd", weights, v_win)
+  out = blocking.from_blocks(out)[:, :length]
+  return masks.zero_padded_queries(out, q_mask)
+
+
+@register("local", causal=True, cross=False)
+class LocalAttention(nn.Module):
+  """Block-local attention; `block_size` 50 as LRA's local attention model."""
+  block_size: int = 50
+  look_back: bool = False
+  causal: bool = False
+  dropout_rate: float = 0.0
+
+  @nn.compact
+  def __call__(self, q, k, v, *, q_mask=None, kv_mask=None, deterministic=True, inputs_q=None):
+    rng = None
+    if not deterministic and self.dropout_rate > 0.0:
+      rng = self.make_rng("dropout")
+    return local_attention(q, k, v, block_size=self.block_size, look_back=self.look_back,
+                           causal=self.causal, q_mask=q_mask, kv_mask=kv_mask,
+                           dropout_rate=self.dropout_rate, dropout_rng=rng,
+                           deterministic=deterministic)

@@ -1,0 +1,152 @@
+"""Reformer LSH attention (Kitaev, Kaiser and Levskaya 2020, "Reformer: The Efficient
+Transformer", sec. 2).
+
+- Shared-QK: the projected query is also the key, the key normalised to unit length,
+  k_j = q_j / ||q_j|| (sec. 2, "Shared-QK Transformer"); the `k` projection is unused.
+- Angular LSH: h(x) = argmax([xR; -xR]) with a random rotation R of shape [d, n_buckets / 2]
+  per head and hash round, drawn once from `seed` (fixed, not trained).
+- Tokens are sorted by (bucket, position), the sorted sequence is cut into chunks of
+  `chunk_len`, and each chunk attends to itself and the chunk before it (P~_i of sec. 2).
+  A token does not attend to itself unless nothing else is allowed (its logit is set to
+  -1e5, sec. 2 "Causal masking for shared-QK attention"). Padded keys are masked (and
+  padded tokens are sorted after every real one, so padding never moves a real token).
+- `n_hashes` rounds are combined with weights exp(logsumexp_r - logsumexp over rounds)
+  (sec. 2 "Multi-round LSH attention", eq. 6 normalised as in the paper's implementation).
+- Causal form: keys at later positions are masked, comparing the positions carried along
+  the sort. (As in the paper, which keys share a chunk still depends on every token's
+  hash; no gradient and no value flows from the future.)
+
+Memory is O(n_hashes * L * chunk_len); no [L, L] array is built.
+Defaults are the LRA repository's (chunk_len 10, n_hashes 1, n_buckets 10).
+"""
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from models.attention import masks
+from models.attention.registry import register
+
+SELF_LOGIT = -1e5  # sec. 2: attending to oneself only when nothing else is allowed
+
+
+def unit_length(x, eps=1e-6):
+  return x * jax.lax.rsqrt(jnp.sum(x * x, axis=-1, keepdims=True) + eps)
+
+
+def lsh_buckets(x, *, n_buckets: int, n_hashes: int, seed: int):
+  """Angular LSH (sec. 2). x: `[b, h, l, d]` -> int buckets `[b, h, n_hashes, l]`."""
+  if n_buckets == 1:
+    return jnp.zeros(x.shape[:2] + (n_hashes, x.shape[2]), jnp.int32)
+  if n_buckets % 2:
+    raise ValueError(f"reformer n_buckets={n_buckets} must be even (or 1): buckets are "
+                     "argmax over [xR; -xR]")
+  heads, depth = x.shape[1], x.shape[3]
+  rotations = jax.random.normal(jax.random.key(seed),
+                                (heads, n_hashes, depth, n_buckets // 2), jnp.float32)
+  rotated = jnp.einsum("bhld,hrdk->bhrlk", x.astype(jnp.float32), rotations)
+  return jnp.argmax(jnp.concatenate([rotated, -rotated], axis=-1), axis=-1).astype(jnp.int32)
+
+
+def sort_by_bucket(buckets, valid, n_buckets: int):
+  """Permutation `[b, h, r, l]` sorting positions by (bucket, position); invalid (padded)
+  positions get bucket `n_buckets`, i.e. go after every real token."""
+  length = buckets.shape[-1]
+  buckets = jnp.where(valid[:, None, None, :], buckets, n_buckets)
+  sort_key = buckets * length + jnp.arange(length)
+  return jnp.argsort(sort_key, axis=-1)
+
+
+def _gather(x, order):
+  """x `[b, h, l, ...]`, order `[b, h, r, l]` -> `[b, h, r, l, ...]`."""
+  x = jnp.broadcast_to(x[:, :, None], order.shape[:3] + x.shape[2:])
+  index = order.reshape(order.shape + (1,) * (x.ndim - 4))
+  return jnp.take_along_axis(x, index, axis=3)
+
+
+def _with_previous_chunk(x, fill):
+  """`[b, h, r, n, c, ...]` -> `[b, h, r, n, 2c, ...]`: each chunk and the one before it
+  (chunk 0 has none: `fill`)."""
+  previous = jnp.concatenate([jnp.full_like(x[:, :, :, :1], fill), x[:, :, :, :-1]], axis=3)
+  return jnp.concatenate([x, previous], axis=4)
+
+
+def lsh_attention(q, v, *, q_mask=None, kv_mask=None, n_buckets=10, n_hashes=1, chunk_len=10,
+                  seed=0, causal=False, dropout_rate=0.0, dropout_rng=None,
+                  deterministic=True):
+  """Pure function. q (shared query/key) and v: `[b, l, h, d]`; masks bool `[b, l]`."""
+  batch, length, heads, depth = q.shape
+  if kv_mask is None:
+    kv_mask = q_mask if q_mask is not None else jnp.ones((batch, length), bool)
+  padded_len = -(-length // chunk_len) * chunk_len
+  extra = padded_len - length
+  pad = lambda x: jnp.pad(x, [(0, 0), (0, extra)] + [(0, 0)] * (x.ndim - 2))
+  valid = pad(kv_mask.astype(bool))                                 # [b, lp]
+  qh = pad(q).transpose(0, 2, 1, 3)                                  # [b, h, lp, d]
+  vh = pad(v).transpose(0, 2, 1, 3)
+  keys = unit_length(qh)
+
+  buckets = lsh_buckets(jax.lax.stop_gradient(keys), n_buckets=n_buckets,
+                        n_hashes=n_hashes, seed=seed)
+  order = jax.lax.stop_gradient(sort_by_bucket(buckets, valid, n_buckets))  # [b, h, r, lp]
+  chunks = padded_len // chunk_len
+  to_chunks = lambda x: x.reshape(x.shape[:3] + (chunks, chunk_len) + x.shape[4:])
+  sq = to_chunks(_gather(qh, order))                                 # [b, h, r, n, c, d]
+  sk = _with_previous_chunk(to_chunks(_gather(keys, order)), 0.0)    # [b, h, r, n, 2c, d]
+  sv = _with_previous_chunk(to_chunks(_gather(vh, order)), 0.0)
+  q_pos = to_chunks(order)                                           # [b, h, r, n, c]
+  k_pos = _with_previous_chunk(q_pos, -1)
+  k_valid = _with_previous_chunk(
+      to_chunks(jnp.take_along_axis(jnp.broadcast_to(valid[:, None, None], order.shape),
+                                    order, axis=-1)), False)
+
+  logits = jnp.einsum("bhrnqd,bhrnkd->bhrnqk", sq, sk) / jnp.sqrt(depth).astype(q.dtype)
+  allowed = k_valid[..., None, :]
+  if causal:
+    allowed = allowed & (k_pos[..., None, :] <= q_pos[..., :, None])
+  logits = jnp.where(allowed, logits, masks.big_negative(logits.dtype))
+  logits = jnp.where(k_pos[..., None, :] == q_pos[..., :, None], SELF_LOGIT, logits)
+  lse = jax.nn.logsumexp(logits, axis=-1, keepdims=True)             # [b, h, r, n, c, 1]
+  weights = jnp.exp(logits - lse)
+  if not deterministic and dropout_rate > 0.0:
+    keep = jax.random.bernoulli(dropout_rng, 1.0 - dropout_rate, weights.shape)
+    weights = jnp.where(keep, weights / (1.0 - dropout_rate), 0.0)
+  out = jnp.einsum("bhrnqk,bhrnkd->bhrnqd", weights, sv)
+
+  # Undo the sort of every round, then combine the rounds (sec. 2, multi-round LSH).
+  undo = jnp.argsort(order, axis=-1)
+  flat = lambda x: x.reshape(x.shape[:3] + (padded_len,) + x.shape[5:])
+  out = jnp.take_along_axis(flat(out), undo[..., None], axis=3)     # [b, h, r, lp, d]
+  lse = jnp.take_along_axis(flat(lse)[..., 0], undo, axis=3)         # [b, h, r, lp]
+  round_weights = jax.nn.softmax(lse, axis=2)[..., None]
+  out = (out * round_weights).sum(axis=2).transpose(0, 2, 1, 3)[:, :length]
+  return masks.zero_padded_queries(out, q_mask)
+
+
+@register("reformer", causal=True, cross=False)
+class ReformerAttention(nn.Module):
+  """LSH attention over shared query/keys (the `k` given by the projection base is unused)."""
+  n_buckets: int = 10
+  n_hashes: int = 1
+  chunk_len: int = 10
+  seed: int = 0
+  causal: bool = False
+  dropout_rate: float = 0.0
+
+  @nn.compact
+  def __call__(self, q, k, v, *, q_mask=None, kv_mask=None, deterministic=True, inputs_q=None):
+    if q.shape[1] != k.shape[1]:
+      raise ValueError("attention 'reformer' is self-attention only (shared QK): query length "
+                       f"{q.shape[1]} != key length {k.shape[1]}")
+    for field in ("n_buckets", "n_hashes", "chunk_len"):
+      if getattr(self, field) < 1:
+        raise ValueError(f"config.model.attention_kwargs.{field}={getattr(self, field)} "
+                         "must be >= 1")
+    rng = None
+    if not deterministic and self.dropout_rate > 0.0:
+      rng = self.make_rng("dropout")
+    return lsh_attention(q, v, q_mask=q_mask, kv_mask=kv_mask, n_buckets=self.n_buckets,
+                         n_hashes=self.n_hashes, chunk_len=self.chunk_len, seed=self.seed,
+                         causal=self.causal, dropout_rate=self.dropout_rate, dropout_rng=rng,
+                         deterministic=deterministic)
