@@ -1,4 +1,4 @@
-"""Task registry: `config.task` -> the `lra/<task>.py` module that loads it."""
+"""Task registry: `config.task` -> the `lra/<module>.py` that loads it."""
 from __future__ import annotations
 
 import importlib
@@ -7,7 +7,9 @@ import ml_collections
 
 from lra.batches import TaskData
 
-TASKS = ("listops",)  # each later task module adds its name here
+# task name -> module in lra/ with `load(config) -> TaskData`
+TASKS = {"listops": "listops", "text": "text", "retrieval": "retrieval", "image": "image",
+         "pathfinder": "pathfinder", "pathx": "pathfinder"}
 
 
 def load_task(config: ml_collections.ConfigDict) -> TaskData:
@@ -15,5 +17,5 @@ def load_task(config: ml_collections.ConfigDict) -> TaskData:
   if config.task not in TASKS:
     raise ValueError(f"unknown task {config.task!r} (config.task); known tasks: "
                      f"{', '.join(TASKS)}")
-  module = importlib.import_module(f"lra.{config.task}")
+  module = importlib.import_module(f"lra.{TASKS[config.task]}")
   return module.load(config)
