@@ -1,0 +1,56 @@
+"""Linear Transformer (Katharopoulos et al. 2020, "Transformers are RNNs").
+
+Softmax similarity replaced by the kernel phi(q)^T phi(k) with phi(x) = elu(x) + 1 (eq. 7),
+so attention is phi(Q) (phi(K)^T V) normalised by phi(Q) phi(K)^T 1 (eq. 6): O(L) time and
+memory. The causal form is the RNN view (eqs. 16-20): a running state S_i = sum_{j<=i}
+phi(k_j) v_j^T and z_i = sum_{j<=i} phi(k_j), computed chunk-wise in
+`feature_maps.causal_linear_attention`. No attention weights exist, so there is no
+attention-weight dropout (as in the paper and the LRA repository).
+"""
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from models.attention import feature_maps, masks
+from models.attention.registry import register
+
+
+def elu_feature_map(x):
+  """phi(x) = elu(x) + 1 (eq. 7): positive, so the normaliser never vanishes."""
+  return jax.nn.elu(x) + 1.0
+
+
+def linear_transformer_attention(q, k, v, *, q_mask=None, kv_mask=None, causal=False,
+                                 eps=1e-6, chunk_size=128):
+  """Pure function. q: `[b, lq, h, d]`, k/v: `[b, lk, h, d]`, masks bool `[b, l]`."""
+  if q_mask is not None:
+    q = jnp.where(q_mask[:, :, None, None], q, 0.0)
+  if kv_mask is not None:   # padded keys contribute nothing: phi(k) = 0 there
+    keep = kv_mask[:, :, None, None]
+    k, v = jnp.where(keep, k, 0.0), jnp.where(keep, v, 0.0)
+  phi_q, phi_k = elu_feature_map(q), elu_feature_map(k)
+  if kv_mask is not None:
+    phi_k = jnp.where(kv_mask[:, :, None, None], phi_k, 0.0)
+  if causal:
+    out = feature_maps.causal_linear_attention(phi_q, phi_k, v, eps=eps, chunk_size=chunk_size)
+  else:
+    out = feature_maps.linear_attention(phi_q, phi_k, v, eps=eps)
+  return masks.zero_padded_queries(out, q_mask)
+
+
+@register("linear_transformer", causal=True, cross=True)
+class LinearTransformerAttention(nn.Module):
+  """elu+1 linear attention; `chunk_size` only changes speed of the causal form, not results."""
+  causal: bool = False
+  eps: float = 1e-6          # added to the normaliser, as in the authors' code
+  chunk_size: int = 128
+
+  @nn.compact
+  def __call__(self, q, k, v, *, q_mask=None, kv_mask=None, deterministic=True, inputs_q=None):
+    if self.chunk_size < 1:
+      raise ValueError(f"linear_transformer chunk_size={self.chunk_size}; expected >= 1")
+    return linear_transformer_attention(q, k, v, q_mask=q_mask, kv_mask=kv_mask,
+                                        causal=self.causal, eps=self.eps,
+                                        chunk_size=self.chunk_size)
