@@ -9,6 +9,8 @@ HEAD_DIM = 8
 
 SMALL_KWARGS: dict[str, dict] = {
     "transformer": {},
+    "reformer": {"n_buckets": 4, "n_hashes": 2, "chunk_len": 4},
+    "sinkhorn": {"block_size": 4},
 }
 
 # Kwargs for the compiled-memory check at lengths 4096 and 8192.
