@@ -1,0 +1,89 @@
+"""Sparse Transformer: the block-wise computation equals attention under the paper's pattern
+(sec. 4.2) built densely here, for both patterns, both factorisations, causal and not."""
+import jax
+import numpy as np
+import pytest
+
+from models.attention.sparse_transformer import sparse_transformer_attention
+from models.attention.transformer import softmax_attention
+from tests.dense_pattern_reference import pattern_attention, ragged_mask, random_qkv
+
+
+def pattern_parts(pattern, length, stride, c, causal):
+  """A(1), A(2) as dense `[L, L]` masks (query, key), straight from the definitions."""
+  i, j = np.arange(length)[:, None], np.arange(length)[None, :]
+  if pattern == "strided":
+    part_1 = np.abs(i - j) <= stride
+    part_2 = (i - j) % stride == 0
+  else:
+    part_1 = i // stride == j // stride
+    part_2 = np.broadcast_to(j % stride >= stride - c, (length, length))
+  if causal:
+    part_1, part_2 = part_1 & (j <= i), part_2 & (j <= i)
+  return part_1, part_2
+
+
+CASES = [(p, f, causal) for p in ("fixed", "strided") for f in ("merged", "heads")
+         for causal in (False, True)]
+
+
+@pytest.mark.parametrize("pattern,factorisation,causal", CASES)
+def test_matches_dense_pattern(pattern, factorisation, causal):
+  length, stride, c, heads = 23, 4, 2, 3  # ragged length; odd head count for "heads"
+  q, k, v = random_qkv(0, length=length, heads=heads)
+  mask = ragged_mask(length, [17, length])
+  part_1, part_2 = pattern_parts(pattern, length, stride, c, causal)
+  if factorisation == "merged":
+    allowed = part_1 | part_2
+  else:
+    allowed = np.stack([part_1, part_1, part_2])  # ceil(3 / 2) heads on A(1)
+  got = sparse_transformer_attention(q, k, v, pattern=pattern, block_size=stride,
+                                     summary_size=c, factorisation=factorisation,
+                                     causal=causal, q_mask=mask, kv_mask=mask)
+  want = pattern_attention(q, k, v, allowed, q_mask=mask, kv_mask=mask)
+  np.testing.assert_allclose(got, want, atol=1e-5)
+
+
+@pytest.mark.parametrize("pattern", ["fixed", "strided"])
+@pytest.mark.parametrize("causal", [False, True])
+def test_large_stride_merged_is_exact(pattern, causal):
+  # strided: A(1) alone covers every key when l >= L; fixed: one block holds everything.
+  q, k, v = random_qkv(1, length=12)
+  mask = ragged_mask(12, [8, 12])
+  got = sparse_transformer_attention(q, k, v, pattern=pattern, block_size=16, summary_size=4,
+                                     causal=causal, q_mask=mask, kv_mask=mask)
+  want = softmax_attention(q, k, v, q_mask=mask, kv_mask=mask, causal=causal)
+  np.testing.assert_allclose(got, want, atol=1e-5)
+
+
+def test_summary_heads_before_first_summary_are_zero():
+  # Causal "heads" fixed pattern: a query before the first summary column has an empty A(2).
+  q, k, v = random_qkv(2, batch=1, length=16)
+  out = sparse_transformer_attention(q, k, v, pattern="fixed", block_size=8, summary_size=2,
+                                     factorisation="heads", causal=True)
+  np.testing.assert_array_equal(np.asarray(out[0, :6, 1]), 0.0)
+  assert np.abs(np.asarray(out[0, 6:, 1])).max() > 0
+
+
+def test_strided_part_2_reaches_far_keys():
+  q, k, v = random_qkv(3, batch=1, length=32)
+  f = lambda v: sparse_transformer_attention(q, k, v, pattern="strided", block_size=4,
+                                             causal=True)[0, 30].sum()
+  touched = np.abs(np.asarray(jax.grad(f)(v)[0])).sum(axis=(1, 2)) > 0
+  i, j = 30, np.arange(32)
+  np.testing.assert_array_equal(touched, (j <= i) & ((i - j <= 4) | ((i - j) % 4 == 0)))
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    ({"pattern": "dilated"}, "pattern="), ({"factorisation": "layers"}, "factorisation="),
+    ({"summary_size": 9, "block_size": 8}, "summary_size="), ({"block_size": 0}, "block_size=")])
+def test_bad_settings_are_errors(kwargs, match):
+  q, k, v = random_qkv(4)
+  with pytest.raises(ValueError, match=match):
+    sparse_transformer_attention(q, k, v, **kwargs)
+
+
+def test_heads_factorisation_needs_two_heads():
+  q, k, v = random_qkv(5, heads=1)
+  with pytest.raises(ValueError, match="at least 2 heads"):
+    sparse_transformer_attention(q, k, v, factorisation="heads", block_size=4, summary_size=2)
