@@ -1,0 +1,108 @@
+"""train.py: an end-to-end tiny run, its run directory, and exact resume after SIGKILL."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+import train
+from configs import transformer_listops
+
+ROOT = Path(__file__).resolve().parents[1]
+# Long enough that a kill lands mid-run; tiny enough to take seconds.
+RESUME_OVERRIDES = ["--config.train.num_train_steps=240", "--config.train.checkpoint_every=20",
+                    "--config.train.eval_every=40", "--config.train.log_every=10",
+                    "--config.train.batch_size=32", "--config.model.emb_dim=32",
+                    "--config.model.qkv_dim=32", "--config.model.mlp_dim=64"]
+
+
+def tiny_config(cache_dir):
+  config = transformer_listops.get_config("tiny")
+  config.cache_dir = cache_dir
+  return config
+
+
+def run_train(workdir, cache_dir, extra=(), wait=True):
+  cmd = [sys.executable, "train.py", "--config=configs/transformer_listops.py:tiny",
+         f"--workdir={workdir}", f"--config.cache_dir={cache_dir}", *RESUME_OVERRIDES, *extra]
+  env = dict(os.environ, JAX_PLATFORMS="cpu")
+  if wait:
+    return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+  return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+                          stderr=subprocess.DEVNULL)
+
+
+def test_tiny_run_writes_a_self_describing_run_dir(tmp_path, cache_dir):
+  results = train.train_and_evaluate(tiny_config(cache_dir), tmp_path)
+  on_disk = json.loads((tmp_path / "results.json").read_text())
+  assert on_disk["splits"] == json.loads(json.dumps(results["splits"]))
+  for split in ("validation", "test"):
+    assert 0.0 <= on_disk["splits"][split]["accuracy"] <= 1.0
+    assert on_disk["splits"][split]["examples"] == 64
+  assert on_disk["steps"] == 12 and on_disk["parameters"] > 0
+  assert on_disk["versions"]["jax"] and on_disk["wall_time_s"] > 0
+  assert on_disk["compiled_train_step_memory_bytes"] > 0
+  assert 0 < on_disk["test_majority_class_rate"] <= 1
+  assert json.loads((tmp_path / "config.json").read_text())["model"]["attention"] == "transformer"
+  records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+  assert {r["split"] for r in records} == {"train", "validation"}
+  assert [r["step"] for r in records if r["split"] == "validation"] == [4, 8, 12]
+  assert sorted(int(p.name) for p in (tmp_path / "checkpoints").iterdir()) == [8, 12]
+  assert any((tmp_path / "tensorboard").iterdir())
+
+
+def test_resume_after_sigkill_matches_uninterrupted_run(tmp_path, cache_dir):
+  full, killed = tmp_path / "full", tmp_path / "killed"
+  done = run_train(full, cache_dir)
+  assert done.returncode == 0, done.stderr[-3000:]
+
+  proc = run_train(killed, cache_dir, wait=False)
+  deadline = time.time() + 300
+  while not (killed / "checkpoints" / "40").exists():
+    assert proc.poll() is None, "run ended before it could be killed"
+    assert time.time() < deadline
+    time.sleep(0.02)
+  proc.send_signal(signal.SIGKILL)
+  proc.wait()
+  assert not (killed / "results.json").exists()
+  interrupted_at = max(int(p.name) for p in (killed / "checkpoints").iterdir() if p.name.isdigit())
+  assert interrupted_at < 240
+
+  resumed = run_train(killed, cache_dir)
+  assert resumed.returncode == 0, resumed.stderr[-3000:]
+  assert f"resuming from step {interrupted_at}" in resumed.stdout
+
+  a = json.loads((full / "results.json").read_text())
+  b = json.loads((killed / "results.json").read_text())
+  assert a["splits"] == b["splits"]
+  assert a["best_validation"] == b["best_validation"]
+  assert a["test_at_best_validation"] == b["test_at_best_validation"]
+  strip = lambda r: {k: v for k, v in r.items() if k != "steps_per_s"}
+  metrics = lambda d: [strip(json.loads(l)) for l in (d / "metrics.jsonl").read_text().splitlines()]
+  assert metrics(full) == metrics(killed)
+
+
+def test_resume_with_a_different_config_is_refused(tmp_path, cache_dir):
+  config = tiny_config(cache_dir)
+  train.train_and_evaluate(config, tmp_path)
+  other = tiny_config(cache_dir)
+  other.model.emb_dim = 32
+  with pytest.raises(ValueError, match="differs at model.emb_dim"):
+    train.train_and_evaluate(other, tmp_path)
+
+
+def test_unknown_attention_lists_registered_names(tmp_path, cache_dir):
+  config = tiny_config(cache_dir)
+  config.model.attention = "performr"
+  with pytest.raises(ValueError, match=r"unknown attention 'performr'.*registered: .*transformer"):
+    train.train_and_evaluate(config, tmp_path)
+
+
+def test_misspelt_override_fails(tmp_path, cache_dir):
+  out = run_train(tmp_path, cache_dir, extra=["--config.model.emb_dm=8"])
+  assert out.returncode != 0
+  assert "emb_dm" in out.stderr
