@@ -1,0 +1,103 @@
+"""Shared encoder, embeddings, heads and the config-built classifier."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from configs import transformer_listops
+from models import build_model, heads
+from models.attention.transformer import softmax_attention
+from models.embedding import sinusoidal_table
+
+
+def tiny_model(**overrides):
+  config = transformer_listops.get_config("tiny")
+  for key, value in overrides.items():
+    setattr(config.model, key, value)
+  return build_model(config.model, vocab_size=16, num_classes=10, max_len=12), config
+
+
+def batch(lengths=(12, 7), seed=0):
+  rng = np.random.default_rng(seed)
+  inputs = rng.integers(1, 16, (len(lengths), 12)).astype(np.int32)
+  mask = np.arange(12)[None] < np.array(lengths)[:, None]
+  return {"inputs": jnp.asarray(inputs), "mask": jnp.asarray(mask)}
+
+
+@pytest.mark.parametrize("pooling", ["CLS", "MEAN"])
+@pytest.mark.parametrize("positions", ["sinusoidal", "learned"])
+def test_padding_invariance_of_logits(pooling, positions):
+  model, _ = tiny_model(pooling=pooling, positions=positions)
+  b = batch()
+  params = model.init(jax.random.key(0), b)
+  logits, _ = model.apply(params, b)
+  changed = dict(b, inputs=jnp.where(b["mask"], b["inputs"], 3))  # other tokens at padding
+  logits2, _ = model.apply(params, changed)
+  np.testing.assert_allclose(logits, logits2, atol=1e-5)
+  assert logits.shape == (2, 10)
+
+
+def test_zero_token_is_not_padding():
+  # Masks come from the data: token 0 inside the mask is a real token and changes the output.
+  model, _ = tiny_model(pooling="MEAN")
+  b = batch(lengths=(12, 12))
+  params = model.init(jax.random.key(0), b)
+  zeroed = dict(b, inputs=b["inputs"].at[:, 3].set(0))
+  assert not np.allclose(model.apply(params, b)[0], model.apply(params, zeroed)[0])
+
+
+def test_dropout_on_differs_by_key_and_off_is_deterministic():
+  model, _ = tiny_model(dropout_rate=0.5, attention_dropout_rate=0.5)
+  b = batch()
+  params = model.init(jax.random.key(0), b)
+  run = lambda seed, det: model.apply(params, b, deterministic=det,
+                                      rngs={"dropout": jax.random.key(seed)})[0]
+  np.testing.assert_array_equal(run(1, True), run(2, True))
+  assert not np.allclose(run(1, False), run(2, False))
+
+
+def test_cls_token_prepended_and_mean_pooling_ignores_padding():
+  hidden = jnp.arange(2 * 4 * 3, dtype=jnp.float32).reshape(2, 4, 3)
+  mask = jnp.array([[True, True, False, False], [True, True, True, True]])
+  np.testing.assert_allclose(heads.pool(hidden, mask, "MEAN")[0], hidden[0, :2].mean(0))
+  np.testing.assert_allclose(heads.pool(hidden, mask, "CLS"), hidden[:, 0])
+  model, _ = tiny_model(pooling="CLS")
+  params = model.init(jax.random.key(0), batch())
+  assert params["params"]["encoder"]["embed"]["cls"].shape == (1, 1, 16)
+
+
+def test_sinusoidal_table():
+  table = sinusoidal_table(50, 8)
+  np.testing.assert_allclose(table[0], [0, 0, 0, 0, 1, 1, 1, 1], atol=1e-7)
+  np.testing.assert_allclose(table[:, :4] ** 2 + table[:, 4:] ** 2, 1.0, atol=1e-5)
+  assert len({tuple(np.round(row, 5)) for row in table}) == 50  # positions are distinct
+
+
+def test_exact_attention_matches_jax_reference():
+  keys = jax.random.split(jax.random.key(0), 3)
+  q, k, v = (jax.random.normal(key, (2, 10, 2, 8)) for key in keys)
+  mask = jnp.arange(10)[None] < jnp.array([[10], [6]])
+  for causal in (False, True):
+    ours = softmax_attention(q, k, v, q_mask=mask, kv_mask=mask, causal=causal)
+    ref = jax.nn.dot_product_attention(q, k, v, mask=mask[:, None, None, :] & mask[:, None, :, None],
+                                       is_causal=causal)
+    valid = np.asarray(mask)
+    np.testing.assert_allclose(np.asarray(ours)[valid], np.asarray(ref)[valid], atol=1e-5)
+
+
+def test_bad_config_values_are_named():
+  with pytest.raises(ValueError, match="config.model.pooling"):
+    tiny_model(pooling="MAX")
+  model, _ = tiny_model(positions="rotary")
+  with pytest.raises(ValueError, match="config.model.positions"):
+    model.init(jax.random.key(0), batch())
+  model, _ = tiny_model(qkv_dim=15)
+  with pytest.raises(ValueError, match="qkv_dim=15 is not divisible"):
+    model.init(jax.random.key(0), batch())
+
+
+def test_too_long_input_is_an_error():
+  model, _ = tiny_model()
+  long = {"inputs": jnp.ones((1, 20), jnp.int32), "mask": jnp.ones((1, 20), bool)}
+  with pytest.raises(ValueError, match="exceeds config.model.max_len"):
+    model.init(jax.random.key(0), long)
