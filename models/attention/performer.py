@@ -1,0 +1,129 @@
+"""Performer, FAVOR+ (Choromanski et al. 2021, "Rethinking Attention with Performers").
+
+Softmax attention exp(q^T k / sqrt(d)) is approximated by phi(q)^T phi(k) with positive random
+features (Lemma 1, eq. for phi+): with x = q / d^(1/4),
+
+  phi(x) = m^(-1/2) [exp(w_1^T x - |x|^2 / 2), ..., exp(w_m^T x - |x|^2 / 2)],
+
+w_i Gaussian rows made block-orthogonal (sec. 2.4, ORF: QR of d x d Gaussian blocks) with
+row norms redrawn from the chi distribution (`scaling="chi"`) or fixed to sqrt(d)
+(`scaling="sqrt_d"`). `kernel="relu"` is the generalised kernel phi(x) = relu(W x) + 1e-3
+(sec. 2.3, "Performer-ReLU"). Attention is then linear (eq. 3 / `feature_maps`): bidirectional
+as phi(Q)(phi(K)^T V), causal by chunked prefix sums.
+
+Numerical stabiliser (as the authors' code): each query's features are divided by their own
+max, keys' by the max over the (real) keys, and `numerical_stabilizer` is added. Both factors
+cancel in the normalisation. In the causal form a max over *all* keys would let outputs depend
+on future keys through the added constant, so there keys carry their own scale and the running
+max over past keys is factored out exactly (`feature_maps.causal_linear_attention`).
+"""
+from __future__ import annotations
+
+import zlib
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from models.attention import feature_maps, masks
+from models.attention.registry import register
+
+KERNELS = ("softmax", "relu")
+SCALINGS = ("chi", "sqrt_d")
+RELU_KERNEL_EPS = 1e-3  # the authors' kernel_epsilon for generalised (ReLU) attention
+
+
+def random_features(key, num_features: int, dim: int, *, orthogonal=True, scaling="chi"):
+  """`[num_features, dim]` projection W (sec. 2.4): block-orthogonal Gaussian rows."""
+  if scaling not in SCALINGS:
+    raise ValueError(f"performer scaling={scaling!r}; expected one of {SCALINGS}")
+  block_key, norm_key = jax.random.split(key)
+  if orthogonal:
+    num_blocks = -(-num_features // dim)
+    gaussian = jax.random.normal(block_key, (num_blocks, dim, dim))
+    q_factor, r_factor = jnp.linalg.qr(gaussian)
+    # Sign fix so each block is Haar-distributed: raw Householder QR biases the directions
+    # (e.g. column 1 always has a negative first entry), which biases the estimator.
+    signs = jnp.sign(jnp.diagonal(r_factor, axis1=1, axis2=2))
+    rows = (q_factor * signs[:, None, :]).transpose(0, 2, 1)   # orthonormal rows per block
+    rows = rows.reshape(num_blocks * dim, dim)[:num_features]
+    if scaling == "chi":   # norms of independent Gaussian vectors, so marginals stay Gaussian
+      norms = jnp.linalg.norm(jax.random.normal(norm_key, (num_features, dim)), axis=1)
+    else:
+      norms = jnp.full((num_features,), jnp.sqrt(float(dim)))
+    return rows * norms[:, None]
+  return jax.random.normal(block_key, (num_features, dim))
+
+
+def softmax_log_features(x, projection):
+  """log of the unnormalised phi+ features: w^T x' - |x'|^2 / 2 with x' = x / d^(1/4)."""
+  x = x / jnp.sqrt(jnp.sqrt(float(x.shape[-1])))
+  return (jnp.einsum("blhd,md->blhm", x, projection)
+          - 0.5 * jnp.sum(x * x, axis=-1, keepdims=True))
+
+
+def performer_attention(q, k, v, projection, *, q_mask=None, kv_mask=None, causal=False,
+                        kernel="softmax", numerical_stabilizer=1e-6, chunk_size=128):
+  """Pure function. q: `[b, lq, h, d]`, k/v: `[b, lk, h, d]`, projection `[m, d]`."""
+  if kernel not in KERNELS:
+    raise ValueError(f"performer kernel={kernel!r}; expected one of {KERNELS}")
+  if q_mask is not None:
+    q = jnp.where(q_mask[:, :, None, None], q, 0.0)
+  kv_keep = (jnp.ones(k.shape[:2], bool) if kv_mask is None else kv_mask)[:, :, None, None]
+  k, v = jnp.where(kv_keep, k, 0.0), jnp.where(kv_keep, v, 0.0)
+  ratio = 1.0 / jnp.sqrt(float(projection.shape[0]))
+  key_log_scale = None
+  if kernel == "relu":
+    phi_q = jax.nn.relu(jnp.einsum("blhd,md->blhm", q, projection)) + RELU_KERNEL_EPS
+    phi_k = jax.nn.relu(jnp.einsum("blhd,md->blhm", k, projection)) + RELU_KERNEL_EPS
+  else:
+    log_q, log_k = softmax_log_features(q, projection), softmax_log_features(k, projection)
+    q_max = jax.lax.stop_gradient(jnp.max(log_q, axis=-1, keepdims=True))
+    phi_q = ratio * (jnp.exp(log_q - q_max) + numerical_stabilizer)
+    log_k = jnp.where(kv_keep, log_k, feature_maps.LOG_ZERO)
+    if causal:   # per-key scale; the running max over past keys is factored out exactly
+      key_log_scale = jax.lax.stop_gradient(jnp.max(log_k, axis=-1))   # [b, l, h]
+      phi_k = ratio * jnp.exp(log_k - key_log_scale[..., None])
+    else:        # one scale per (batch, head): the max over real keys and features
+      k_max = jax.lax.stop_gradient(jnp.max(log_k, axis=(1, 3), keepdims=True))
+      phi_k = ratio * (jnp.exp(log_k - k_max) + numerical_stabilizer)
+  phi_k = jnp.where(kv_keep, phi_k, 0.0)
+  if causal:
+    out = feature_maps.causal_linear_attention(phi_q, phi_k, v, eps=0.0, chunk_size=chunk_size,
+                                               key_log_scale=key_log_scale)
+  else:
+    out = feature_maps.linear_attention(phi_q, phi_k, v, eps=0.0)
+  return masks.zero_padded_queries(out, q_mask)
+
+
+@register("performer", causal=True, cross=True)
+class PerformerAttention(nn.Module):
+  """FAVOR+ mixer. Features: redrawn every training call from the "dropout" rng when `redraw`,
+  otherwise (and always when deterministic) fixed, from `seed` and this layer's path."""
+  causal: bool = False
+  num_features: int = 256          # m; the authors' and LRA's nb_features
+  kernel: str = "softmax"          # "softmax" (FAVOR+) or "relu" (generalised attention)
+  orthogonal: bool = True          # ORF (sec. 2.4); False gives iid Gaussian rows
+  scaling: str = "chi"             # row norms: "chi" (ortho_scaling=0) or "sqrt_d" (=1)
+  redraw: bool = True              # the authors' redraw_features default
+  seed: int = 0
+  numerical_stabilizer: float = 1e-6
+  chunk_size: int = 128            # causal form only: speed, not results
+
+  @nn.compact
+  def __call__(self, q, k, v, *, q_mask=None, kv_mask=None, deterministic=True, inputs_q=None):
+    if self.num_features < 1:
+      raise ValueError(f"performer num_features={self.num_features}; expected >= 1")
+    if self.chunk_size < 1:
+      raise ValueError(f"performer chunk_size={self.chunk_size}; expected >= 1")
+    if self.redraw and not deterministic:
+      key = self.make_rng("dropout")
+    else:   # param-free and deterministic; the layer path makes layers draw different features
+      path = "/".join(str(part) for part in self.scope.path)
+      key = jax.random.fold_in(jax.random.key(self.seed), zlib.crc32(path.encode()) & 0x7FFFFFFF)
+    projection = random_features(key, self.num_features, q.shape[-1],
+                                 orthogonal=self.orthogonal, scaling=self.scaling)
+    return performer_attention(q, k, v, jax.lax.stop_gradient(projection), q_mask=q_mask,
+                               kv_mask=kv_mask, causal=self.causal, kernel=self.kernel,
+                               numerical_stabilizer=self.numerical_stabilizer,
+                               chunk_size=self.chunk_size)
