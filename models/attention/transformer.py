@@ -1,6 +1,10 @@
 """Exact softmax attention (Vaswani et al. 2017, eq. 1): softmax(Q K^T / sqrt(d)) V.
 
-Quadratic in time and memory; the reference every X-former is compared with.
+The reference every X-former is compared with. `implementation` chooses how it is computed:
+"dense" materialises the `[L, L]` weights (quadratic memory); "blocked" is the same maths in
+linear memory (online softmax, `blocked_softmax.py`); "xla" calls
+`jax.nn.dot_product_attention`, which uses a fused kernel (cuDNN flash attention) on GPUs where
+JAX offers one (no attention dropout there).
 """
 from __future__ import annotations
 
@@ -9,6 +13,7 @@ import jax
 import jax.numpy as jnp
 
 from models.attention import masks
+from models.attention.blocked_softmax import blocked_softmax_attention
 from models.attention.registry import register
 
 
@@ -35,12 +40,38 @@ class SoftmaxAttention(nn.Module):
   """Full attention with padding and causal masks and attention-weight dropout."""
   causal: bool = False
   dropout_rate: float = 0.0
+  implementation: str = "dense"  # "dense", "blocked" (linear memory) or "xla"
+  block_size: int = 512          # query and key block length of the blocked implementation
 
   @nn.compact
   def __call__(self, q, k, v, *, q_mask=None, kv_mask=None, deterministic=True, inputs_q=None):
     rng = None
     if not deterministic and self.dropout_rate > 0.0:
       rng = self.make_rng("dropout")
-    return softmax_attention(q, k, v, q_mask=q_mask, kv_mask=kv_mask, causal=self.causal,
-                             dropout_rate=self.dropout_rate, dropout_rng=rng,
-                             deterministic=deterministic)
+    common = dict(q_mask=q_mask, kv_mask=kv_mask, causal=self.causal,
+                  dropout_rate=self.dropout_rate, dropout_rng=rng, deterministic=deterministic)
+    if self.implementation == "dense":
+      return softmax_attention(q, k, v, **common)
+    if self.implementation == "blocked":
+      return blocked_softmax_attention(q, k, v, block_q=self.block_size,
+                                       block_k=self.block_size, **common)
+    if self.implementation == "xla":
+      if rng is not None:
+        raise ValueError("attention_kwargs.implementation='xla' has no attention dropout; set "
+                         "config.model.attention_dropout_rate=0 or use 'dense'/'blocked'")
+      return xla_attention(q, k, v, q_mask, kv_mask, self.causal)
+    raise ValueError(f"transformer attention_kwargs.implementation={self.implementation!r}; "
+                     "expected 'dense', 'blocked' or 'xla'")
+
+
+def xla_attention(q, k, v, q_mask, kv_mask, causal):
+  """`jax.nn.dot_product_attention` (fused cuDNN kernel on GPUs that have one)."""
+  mask = None
+  if kv_mask is not None:
+    mask = kv_mask[:, None, None, :]
+    if q_mask is not None:
+      mask = mask & q_mask[:, None, :, None]
+  if causal and q.shape[1] != k.shape[1]:
+    raise ValueError("implementation='xla' needs equal query and key lengths when causal")
+  out = jax.nn.dot_product_attention(q, k, v, mask=mask, is_causal=causal)
+  return masks.zero_padded_queries(out, q_mask)
