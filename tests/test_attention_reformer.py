@@ -19,11 +19,14 @@ def inputs(seed=0):
   return jax.random.normal(kq, (B, L, H, D)), jax.random.normal(kv, (B, L, H, D))
 
 
-def dense_shared_qk(q, v, mask, causal):
-  """Reference built densely here only: shared-QK softmax attention with the self-mask."""
+def dense_shared_qk(q, v, mask, causal, window=None):
+  """Reference built densely here only: shared-QK softmax attention with the self-mask,
+  optionally restricted to a bool `window` `[b, h, l, l]`."""
   k = q / np.linalg.norm(q, axis=-1, keepdims=True)
   logits = np.einsum("bqhd,bkhd->bhqk", q, k) / np.sqrt(D)
   allowed = np.broadcast_to(mask[:, None, None, :], logits.shape)
+  if window is not None:
+    allowed = allowed & window
   if causal:
     allowed = allowed & np.tril(np.ones((L, L), bool))
   logits = np.where(allowed, logits, -1e30)
@@ -41,6 +44,26 @@ def test_one_bucket_one_chunk_is_exact_shared_qk_attention(causal, n_hashes):
   out = lsh_attention(q, v, q_mask=mask, kv_mask=mask, n_buckets=1, n_hashes=n_hashes,
                       chunk_len=L + 3, causal=causal)
   expected = dense_shared_qk(np.asarray(q), np.asarray(v), np.asarray(mask), causal)
+  np.testing.assert_allclose(out, expected, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_rounds_give_exact_attention_over_the_union_of_windows(causal):
+  # Sec. 2: with the -log N_ij correction and logsumexp round weights, multi-round LSH
+  # attention is softmax attention over the keys any round put in the query's window.
+  q, v = inputs(4)
+  mask = jnp.arange(L)[None] < jnp.array([[13], [L]])
+  n_buckets, n_hashes, chunk = 4, 3, 4
+  out = lsh_attention(q, v, q_mask=mask, kv_mask=mask, n_buckets=n_buckets,
+                      n_hashes=n_hashes, chunk_len=chunk, seed=1, causal=causal)
+  buckets = lsh_buckets(unit_length(q.transpose(0, 2, 1, 3)), n_buckets=n_buckets,
+                        n_hashes=n_hashes, seed=1)
+  order = np.asarray(sort_by_bucket(buckets, mask, n_buckets))
+  chunk_of = np.argsort(order, axis=-1) // chunk                      # [b, h, r, l]
+  gap = chunk_of[..., :, None] - chunk_of[..., None, :]                # query minus key chunk
+  window = ((gap == 0) | (gap == 1)).any(axis=2)                        # [b, h, l, l]
+  assert not window.all()  # the windows really are sparse here
+  expected = dense_shared_qk(np.asarray(q), np.asarray(v), np.asarray(mask), causal, window)
   np.testing.assert_allclose(out, expected, atol=1e-5, rtol=1e-5)
 
 

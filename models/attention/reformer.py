@@ -10,13 +10,15 @@ Transformer", sec. 2).
   A token does not attend to itself unless nothing else is allowed (its logit is set to
   -1e5, sec. 2 "Causal masking for shared-QK attention"). Padded keys are masked (and
   padded tokens are sorted after every real one, so padding never moves a real token).
-- `n_hashes` rounds are combined with weights exp(logsumexp_r - logsumexp over rounds)
-  (sec. 2 "Multi-round LSH attention", eq. 6 normalised as in the paper's implementation).
+- `n_hashes` rounds (sec. 2 "Multi-round LSH attention"): a key that shares a window with the
+  query in N_ij rounds gets logit - log N_ij in each, and round outputs are combined with
+  weights exp(logsumexp_r - logsumexp over rounds); together this is exactly softmax
+  attention over the union of the rounds' windows.
 - Causal form: keys at later positions are masked, comparing the positions carried along
   the sort. (As in the paper, which keys share a chunk still depends on every token's
   hash; no gradient and no value flows from the future.)
 
-Memory is O(n_hashes * L * chunk_len); no [L, L] array is built.
+Memory is O(n_hashes^2 * L * chunk_len); no [L, L] array is built.
 Defaults are the LRA repository's (chunk_len 10, n_hashes 1, n_buckets 10).
 """
 from __future__ import annotations
@@ -72,6 +74,19 @@ def _with_previous_chunk(x, fill):
   return jnp.concatenate([x, previous], axis=4)
 
 
+def _rounds_sharing_a_window(chunk_of, q_pos, k_pos):
+  """N_ij `[b, h, r, n, c, 2c]`: in how many rounds key j is in query i's chunk or the one
+  before it. chunk_of `[b, h, r, l]` (chunk of each position per round); q_pos / k_pos the
+  positions in round r's chunks (k_pos -1 where there is no previous chunk)."""
+  per_position = chunk_of.transpose(0, 1, 3, 2)                     # [b, h, l, r']
+  gather = lambda pos: jnp.take_along_axis(
+      per_position[:, :, None], jnp.maximum(pos, 0).reshape(pos.shape[:3] + (-1, 1)),
+      axis=3).reshape(pos.shape + (-1,))
+  q_chunk, k_chunk = gather(q_pos)[..., :, None, :], gather(k_pos)[..., None, :, :]
+  together = (k_chunk == q_chunk) | (k_chunk == q_chunk - 1)
+  return jnp.maximum(together.sum(-1), 1).astype(jnp.float32)
+
+
 def lsh_attention(q, v, *, q_mask=None, kv_mask=None, n_buckets=10, n_hashes=1, chunk_len=10,
                   seed=0, causal=False, dropout_rate=0.0, dropout_rng=None,
                   deterministic=True):
@@ -105,6 +120,9 @@ def lsh_attention(q, v, *, q_mask=None, kv_mask=None, n_buckets=10, n_hashes=1, 
   allowed = k_valid[..., None, :]
   if causal:
     allowed = allowed & (k_pos[..., None, :] <= q_pos[..., :, None])
+  undo = jnp.argsort(order, axis=-1)                                 # sorted slot of a position
+  if n_hashes > 1:  # sec. 2: a key seen in N_ij rounds gets -log N_ij in each
+    logits = logits - jnp.log(_rounds_sharing_a_window(undo // chunk_len, q_pos, k_pos))
   logits = jnp.where(allowed, logits, masks.big_negative(logits.dtype))
   logits = jnp.where(k_pos[..., None, :] == q_pos[..., :, None], SELF_LOGIT, logits)
   lse = jax.nn.logsumexp(logits, axis=-1, keepdims=True)             # [b, h, r, n, c, 1]
@@ -115,7 +133,6 @@ def lsh_attention(q, v, *, q_mask=None, kv_mask=None, n_buckets=10, n_hashes=1, 
   out = jnp.einsum("bhrnqk,bhrnkd->bhrnqd", weights, sv)
 
   # Undo the sort of every round, then combine the rounds (sec. 2, multi-round LSH).
-  undo = jnp.argsort(order, axis=-1)
   flat = lambda x: x.reshape(x.shape[:3] + (padded_len,) + x.shape[5:])
   out = jnp.take_along_axis(flat(out), undo[..., None], axis=3)     # [b, h, r, lp, d]
   lse = jnp.take_along_axis(flat(lse)[..., 0], undo, axis=3)         # [b, h, r, lp]
