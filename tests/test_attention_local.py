@@ -7,15 +7,16 @@ import pytest
 from models.attention import registry
 from models.attention.local import local_attention
 from models.attention.transformer import softmax_attention
-from tests.dense_pattern_reference import pattern_attention, ragged_mask, random_qkv
+from tests.dense_pattern_reference import (pattern_attention, ragged_mask, random_qkv,
+                                          run_jitted)
 
 
 @pytest.mark.parametrize("causal", [False, True])
 def test_one_block_is_exact_attention(causal):
   q, k, v = random_qkv(0, length=13)
   mask = ragged_mask(13, [9, 13])
-  got = local_attention(q, k, v, block_size=16, causal=causal, q_mask=mask, kv_mask=mask)
-  want = softmax_attention(q, k, v, q_mask=mask, kv_mask=mask, causal=causal)
+  got = run_jitted(local_attention, q, k, v, mask, block_size=16, causal=causal)
+  want = run_jitted(softmax_attention, q, k, v, mask, causal=causal)
   np.testing.assert_allclose(got, want, atol=1e-5)
 
 
@@ -31,8 +32,8 @@ def test_matches_dense_block_pattern(look_back, causal):
   length, block = 15, 4  # not a multiple: the last block is padded internally
   q, k, v = random_qkv(1, length=length)
   mask = ragged_mask(length, [10, length])
-  got = local_attention(q, k, v, block_size=block, look_back=look_back, causal=causal,
-                        q_mask=mask, kv_mask=mask)
+  got = run_jitted(local_attention, q, k, v, mask, block_size=block, look_back=look_back,
+                   causal=causal)
   want = pattern_attention(q, k, v, local_pattern(length, block, look_back, causal),
                            q_mask=mask, kv_mask=mask)
   np.testing.assert_allclose(got, want, atol=1e-5)
@@ -40,7 +41,7 @@ def test_matches_dense_block_pattern(look_back, causal):
 
 def test_blocks_are_independent_without_look_back():
   q, k, v = random_qkv(2, batch=1, length=16)
-  grad_v = jax.grad(lambda v: local_attention(q, k, v, block_size=4)[0, 5].sum())(v)
+  grad_v = jax.jit(jax.grad(lambda v: local_attention(q, k, v, block_size=4)[0, 5].sum()))(v)
   touched = np.abs(np.asarray(grad_v[0])).sum(axis=(1, 2)) > 0
   np.testing.assert_array_equal(touched, (np.arange(16) // 4) == 1)
 
@@ -48,9 +49,10 @@ def test_blocks_are_independent_without_look_back():
 def test_mixer_dropout_changes_output_only_when_training():
   q, k, v = random_qkv(3)
   mixer = registry.build_mixer("local", {"block_size": 4}, dropout_rate=0.5)
-  variables = mixer.init(jax.random.key(0), q, k, v)
-  run = lambda det, seed: mixer.apply(variables, q, k, v, deterministic=det,
-                                      rngs={"dropout": jax.random.key(seed)})
+  variables = {}  # no parameters
+  apply = jax.jit(mixer.apply, static_argnames="deterministic")
+  run = lambda det, seed: apply(variables, q, k, v, deterministic=det,
+                                rngs={"dropout": jax.random.key(seed)})
   np.testing.assert_array_equal(run(True, 1), run(True, 2))
   assert np.abs(np.asarray(run(False, 1) - run(True, 1))).max() > 1e-3
 

@@ -5,7 +5,8 @@ import pytest
 
 from models.attention.longformer import longformer_attention
 from models.attention.transformer import softmax_attention
-from tests.dense_pattern_reference import pattern_attention, ragged_mask, random_qkv
+from tests.dense_pattern_reference import (pattern_attention, ragged_mask, random_qkv,
+                                          run_jitted)
 
 
 @pytest.mark.parametrize("causal", [False, True])
@@ -13,9 +14,9 @@ from tests.dense_pattern_reference import pattern_attention, ragged_mask, random
 def test_full_window_is_exact_attention(causal, global_positions):
   q, k, v = random_qkv(0, length=13)
   mask = ragged_mask(13, [9, 13])
-  got = longformer_attention(q, k, v, window=13, global_positions=global_positions,
-                             causal=causal, q_mask=mask, kv_mask=mask)
-  want = softmax_attention(q, k, v, q_mask=mask, kv_mask=mask, causal=causal)
+  got = run_jitted(longformer_attention, q, k, v, mask, window=13,
+                   global_positions=global_positions, causal=causal)
+  want = run_jitted(softmax_attention, q, k, v, mask, causal=causal)
   np.testing.assert_allclose(got, want, atol=1e-5)
 
 
@@ -33,9 +34,8 @@ def test_matches_dense_window_and_global_pattern(causal, window, dilation):
   length, global_positions = 21, (0, 9)
   q, k, v = random_qkv(1, length=length)
   mask = ragged_mask(length, [15, length])
-  got = longformer_attention(q, k, v, window=window, dilation=dilation,
-                             global_positions=global_positions, causal=causal,
-                             q_mask=mask, kv_mask=mask)
+  got = run_jitted(longformer_attention, q, k, v, mask, window=window, dilation=dilation,
+                   global_positions=global_positions, causal=causal)
   allowed = longformer_pattern(length, window, dilation, global_positions, causal)
   want = pattern_attention(q, k, v, allowed, q_mask=mask, kv_mask=mask)
   np.testing.assert_allclose(got, want, atol=1e-5)
@@ -45,8 +45,7 @@ def test_padded_global_token_is_ignored():
   # A global position beyond a row's real length is a padded key: it must not be attended.
   q, k, v = random_qkv(2, length=16)
   mask = ragged_mask(16, [10, 16])
-  got = longformer_attention(q, k, v, window=2, global_positions=(0, 12), q_mask=mask,
-                             kv_mask=mask)
+  got = run_jitted(longformer_attention, q, k, v, mask, window=2, global_positions=(0, 12))
   want = pattern_attention(q, k, v, longformer_pattern(16, 2, 1, (0, 12), False),
                            q_mask=mask, kv_mask=mask)
   np.testing.assert_allclose(got, want, atol=1e-5)

@@ -6,7 +6,8 @@ import pytest
 
 from models.attention.sparse_transformer import sparse_transformer_attention
 from models.attention.transformer import softmax_attention
-from tests.dense_pattern_reference import pattern_attention, ragged_mask, random_qkv
+from tests.dense_pattern_reference import (pattern_attention, ragged_mask, random_qkv,
+                                          run_jitted)
 
 
 def pattern_parts(pattern, length, stride, c, causal):
@@ -37,9 +38,9 @@ def test_matches_dense_pattern(pattern, factorisation, causal):
     allowed = part_1 | part_2
   else:
     allowed = np.stack([part_1, part_1, part_2])  # ceil(3 / 2) heads on A(1)
-  got = sparse_transformer_attention(q, k, v, pattern=pattern, block_size=stride,
-                                     summary_size=c, factorisation=factorisation,
-                                     causal=causal, q_mask=mask, kv_mask=mask)
+  got = run_jitted(sparse_transformer_attention, q, k, v, mask, pattern=pattern,
+                   block_size=stride, summary_size=c, factorisation=factorisation,
+                   causal=causal)
   want = pattern_attention(q, k, v, allowed, q_mask=mask, kv_mask=mask)
   np.testing.assert_allclose(got, want, atol=1e-5)
 
@@ -50,17 +51,17 @@ def test_large_stride_merged_is_exact(pattern, causal):
   # strided: A(1) alone covers every key when l >= L; fixed: one block holds everything.
   q, k, v = random_qkv(1, length=12)
   mask = ragged_mask(12, [8, 12])
-  got = sparse_transformer_attention(q, k, v, pattern=pattern, block_size=16, summary_size=4,
-                                     causal=causal, q_mask=mask, kv_mask=mask)
-  want = softmax_attention(q, k, v, q_mask=mask, kv_mask=mask, causal=causal)
+  got = run_jitted(sparse_transformer_attention, q, k, v, mask, pattern=pattern,
+                   block_size=16, summary_size=4, causal=causal)
+  want = run_jitted(softmax_attention, q, k, v, mask, causal=causal)
   np.testing.assert_allclose(got, want, atol=1e-5)
 
 
 def test_summary_heads_before_first_summary_are_zero():
   # Causal "heads" fixed pattern: a query before the first summary column has an empty A(2).
   q, k, v = random_qkv(2, batch=1, length=16)
-  out = sparse_transformer_attention(q, k, v, pattern="fixed", block_size=8, summary_size=2,
-                                     factorisation="heads", causal=True)
+  out = run_jitted(sparse_transformer_attention, q, k, v, None, pattern="fixed", block_size=8,
+                   summary_size=2, factorisation="heads", causal=True)
   np.testing.assert_array_equal(np.asarray(out[0, :6, 1]), 0.0)
   assert np.abs(np.asarray(out[0, 6:, 1])).max() > 0
 
@@ -69,7 +70,7 @@ def test_strided_part_2_reaches_far_keys():
   q, k, v = random_qkv(3, batch=1, length=32)
   f = lambda v: sparse_transformer_attention(q, k, v, pattern="strided", block_size=4,
                                              causal=True)[0, 30].sum()
-  touched = np.abs(np.asarray(jax.grad(f)(v)[0])).sum(axis=(1, 2)) > 0
+  touched = np.abs(np.asarray(jax.jit(jax.grad(f))(v)[0])).sum(axis=(1, 2)) > 0
   i, j = 30, np.arange(32)
   np.testing.assert_array_equal(touched, (j <= i) & ((i - j <= 4) | ((i - j) % 4 == 0)))
 
