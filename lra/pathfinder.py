@@ -33,7 +33,7 @@ from lra.listops import cache_root
 
 VOCAB_SIZE, NUM_CLASSES = 256, 2
 UNIT = 1000  # images per generator work unit = per imgs/<k> folder and metadata/<k>.npy
-GENERATOR_VERSION = 1  # bump when drawing changes, so cached sets are not reused
+GENERATOR_VERSION = 2  # bump when drawing changes, so cached sets are not reused
 
 
 # ----------------------------------------------------------------------------- reader

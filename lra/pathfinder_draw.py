@@ -28,12 +28,13 @@ DIFFICULTIES = {"easy": "curv_baseline", "intermediate": "curv_contour_length_9"
                 "hard": "curv_contour_length_14"}
 CONTOUR_LENGTHS = {"easy": 6, "intermediate": 9, "hard": 14}  # dashes per target contour
 SUB = 2          # occupancy cells per pixel
-DASH_BUDGET = 60
+DASH_BUDGET = 60  # target + distractor dashes in a 32 px image (constant ink across difficulty)
 # Rejection sampling: (shapes in the first round (doubling each round), placements per shape),
 # and rounds.
 TARGET_CANDIDATES, DISTRACTOR_CANDIDATES, ROUNDS = (2, 16), (2, 4), 5
 WAVE_SHAPES = 4  # shapes whose placements are tested together
-TARGET_ATTEMPTS = 8  # fresh canvases for images whose two targets did not fit  # target + distractor dashes in a 32 px image (constant ink across difficulty)
+TARGET_ATTEMPTS = 16  # fresh canvases for images whose two targets did not fit or match
+DISTANCE_TOLERANCE = 0.25  # in steps: positive and negative marker distances agree this well
 
 
 @dataclasses.dataclass(frozen=True)
@@ -254,6 +255,24 @@ def place_contours(canvas: Canvas, rows: np.ndarray, steps: int, target: bool,
 
 
 # ----------------------------------------------------------------------------- images
+def match_marker_distance(spec: DrawSpec, ends: np.ndarray):
+  """The marker pairs of both classes, chosen from the geometry alone so that the distance
+  between the two markers does not give the label away. `ends` `[contour, end, n, 2]`.
+
+  A positive marks both ends of target contour `which`; a negative marks end i of contour 0
+  and end j of contour 1. Of the 2 x 4 combinations, the one whose negative distance is
+  closest to its positive distance is used; images where they differ by more than a quarter
+  step are redrawn (whatever their label), so both classes see the same distances."""
+  positive = np.linalg.norm(ends[:, 0] - ends[:, 1], axis=-1)  # [contour, n]
+  negative = np.stack([np.linalg.norm(ends[0, i] - ends[1, j], axis=-1)
+                       for i in (0, 1) for j in (0, 1)])  # [i * 2 + j, n]
+  gap = np.abs(positive[:, None] - negative[None])  # [which, pair, n]
+  best = gap.reshape(8, -1).argmin(0)
+  which, pair = np.divmod(best, 4)
+  ok = gap.reshape(8, -1).min(0) <= DISTANCE_TOLERANCE * spec.step
+  return ok, which, pair // 2, pair % 2
+
+
 def draw_batch(spec: DrawSpec, labels: np.ndarray, rng: np.random.Generator):
   """Draws `len(labels)` images; returns (uint8 `[n, R, R]`, valid `[n]`). Images whose two
   target contours could not be placed (rare) are invalid and the caller draws them again; a
@@ -264,14 +283,19 @@ def draw_batch(spec: DrawSpec, labels: np.ndarray, rng: np.random.Generator):
   steps = spec.contour_length
   targets = np.zeros((2, n, steps + 1, 2), np.float32)
   valid = np.zeros(n, bool)
+  which, end_0, end_1 = (np.zeros(n, np.int64) for _ in range(3))
   todo = np.arange(n)
-  for _ in range(TARGET_ATTEMPTS):  # both targets again where the second found no room
+  for _ in range(TARGET_ATTEMPTS):  # both targets again where they do not fit or match
     canvas.clear(todo)
     ok = np.ones(len(todo), bool)
     for t in range(2):
       got, points = place_contours(canvas, todo, steps, True, rng, *TARGET_CANDIDATES, ROUNDS)
       targets[t, todo] = points
       ok &= got
+    ends = np.stack([np.stack([targets[t, todo, 0], dash_end(spec, targets[t, todo])])
+                     for t in range(2)])
+    matched, which[todo], end_0[todo], end_1[todo] = match_marker_distance(spec, ends)
+    ok &= matched
     valid[todo[ok]] = True
     todo = todo[~ok]
     if not len(todo):
@@ -291,12 +315,10 @@ def draw_batch(spec: DrawSpec, labels: np.ndarray, rng: np.random.Generator):
   # Markers go down only now, so nothing above depends on the label (sec. 3 of the paper):
   # label 1 marks both ends of target contour `which`, label 0 one end of each contour.
   ends = np.stack([np.stack([targets[t, :, 0], dash_end(spec, targets[t])]) for t in range(2)])
-  which = rng.integers(0, 2, n)
-  end_of = rng.integers(0, 2, (2, n))
   index = np.arange(n)
   positive = labels[:, None] == 1
-  first = np.where(positive, ends[which, 0, index], ends[0, end_of[0], index])
-  second = np.where(positive, ends[which, 1, index], ends[1, end_of[1], index])
+  first = np.where(positive, ends[which, 0, index], ends[0, end_0, index])
+  second = np.where(positive, ends[which, 1, index], ends[1, end_1, index])
   return rasterise(spec, dashes, [first, second]), valid
 
 

@@ -152,17 +152,30 @@ def logistic_regression_accuracy(x_train, y_train, x_test, y_test, steps=500, lr
 def test_labels_are_balanced_and_not_readable_from_pixel_statistics():
   spec = draw.draw_spec(32, "hard")
   rng = np.random.default_rng(0)
-  labels = rng.permutation(np.arange(3000) % 2)
+  labels = rng.permutation(np.arange(1500) % 2)
   images = draw.draw_images(spec, labels, rng, batch=500)
-  assert labels.sum() == 1500
-  assert images.shape == (3000, 32, 32) and images.dtype == np.uint8
-  # Same ink in both classes: mean brightness and bright-pixel counts agree closely.
+  assert labels.sum() == 750
+  assert images.shape == (1500, 32, 32) and images.dtype == np.uint8
+  # Same ink in both classes: bright-pixel counts agree closely.
   bright = (images > 128).sum((1, 2))
   assert abs(bright[labels == 1].mean() - bright[labels == 0].mean()) < 0.02 * bright.mean()
   features = pixel_features(images)
-  test_acc, train_acc = logistic_regression_accuracy(features[:2000], labels[:2000],
-                                                     features[2000:], labels[2000:])
-  assert test_acc < 0.6, (test_acc, train_acc)
+  test_acc, train_acc = logistic_regression_accuracy(features[:1000], labels[:1000],
+                                                     features[1000:], labels[1000:])
+  assert test_acc < 0.6, (test_acc, train_acc)  # chance is 0.5; 500 test images: sd 0.022
+
+
+def test_marker_distance_is_the_same_for_both_classes():
+  """The chosen positive (both ends of `which`) and negative (end i of contour 0, end j of
+  contour 1) marker pairs are equally far apart, up to the tolerance, or the image is redrawn."""
+  spec = draw.draw_spec(32, "hard")
+  ends = np.random.default_rng(0).uniform(0, 32, (2, 2, 5000, 2))
+  ok, which, i, j = draw.match_marker_distance(spec, ends)
+  rows = np.arange(5000)
+  positive = np.linalg.norm(ends[which, 0, rows] - ends[which, 1, rows], axis=-1)
+  negative = np.linalg.norm(ends[0, i, rows] - ends[1, j, rows], axis=-1)
+  assert 0.05 < ok.mean() < 1
+  assert np.all(np.abs(positive - negative)[ok] <= draw.DISTANCE_TOLERANCE * spec.step)
 
 
 def test_tiny_training_run_on_generated_images(tmp_path):
