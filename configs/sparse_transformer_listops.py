@@ -1,0 +1,8 @@
+"""Sparse Transformer (Child et al. 2019) on ListOps: the task's LRA settings, this variant's defaults
+(see models/attention/sparse_transformer.py for the paper settings they follow)."""
+from configs import base_listops, defaults
+
+
+def get_config(preset=None):
+  config = defaults.attention(base_listops.get_config(), "sparse_transformer")
+  return defaults.finalize(config, preset, base_listops.PRESETS)

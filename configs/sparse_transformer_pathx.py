@@ -1,0 +1,8 @@
+"""Sparse Transformer (Child et al. 2019) on Path-X: the task's LRA settings, this variant's defaults
+(see models/attention/sparse_transformer.py for the paper settings they follow)."""
+from configs import base_pathx, defaults
+
+
+def get_config(preset=None):
+  config = defaults.attention(base_pathx.get_config(), "sparse_transformer")
+  return defaults.finalize(config, preset, base_pathx.PRESETS)
