@@ -10,8 +10,9 @@
 - text, image: TFDS `download_and_prepare` of imdb_reviews / cifar10 into DIR (or TFDS's
   default data dir without --data_dir; needs network access), then the token cache is built.
 - retrieval: needs the release (AAN pairs); the files are tokenised into the cache.
-- listops, pathfinder, pathx: read from the release when it has them, else generated (in the
-  release format) into the cache, where training finds them with an empty config.data_dir.
+- listops, pathfinder, pathx: read from the release when it has the files the config asks for
+  (Pathfinder: `config.data.resolution`/`difficulty`), else generated in the release format
+  into the cache, where training finds them with an empty config.data_dir.
 Afterwards train with `--config.data_dir=DIR` (tasks from TFDS or the release) or with an
 empty data_dir (generated tasks). Every problem is reported with the command or download that
 fixes it; the exit status is non-zero when a task is not ready.
@@ -146,30 +147,36 @@ def prepare_retrieval(root: Path | None, preset: str, cache_dir: str) -> Outcome
                    "it)")
   from lra import retrieval  # pylint: disable=import-outside-toplevel
   data = retrieval.load(task_config("retrieval", preset, str(root), cache_dir))
-  return Outcome("retrieval", True, f"AAN pairs tokenised; {data.describe()}")
+  return Outcome("retrieval", True, f"read from the release (train with --config.data_dir="
+                                    f"{root}); AAN pairs tokenised; {data.describe()}")
 
 
 def prepare_generated(task: str, root: Path | None, preset: str, cache_dir: str) -> Outcome:
-  """ListOps / Pathfinder / Path-X: the release when it has them, else generated."""
-  if release_has(root, task):
-    return Outcome(task, True, f"read from the release under {root} "
-                               f"(train with --config.data_dir={root})")
-  module_name = "listops" if task == "listops" else "pathfinder"
-  try:
-    module = importlib.import_module(f"lra.{module_name}")
-  except ImportError as error:
-    return Outcome(task, False, f"lra.{module_name} is not available ({error}); pass the "
-                                f"release with --release=PATH/TO/lra_release.gz")
-  if not hasattr(module, "ensure_generated"):
-    return Outcome(task, False, f"lra.{module_name} has no ensure_generated(config); pass "
-                                "the release with --release=PATH/TO/lra_release.gz")
-  try:
-    config = task_config(task, preset, "", cache_dir)
-  except ImportError as error:
-    return Outcome(task, False, f"no config for {task} ({error})")
-  out = module.ensure_generated(config)
-  return Outcome(task, True, f"generated into {out} (train with an empty config.data_dir"
-                             + (f" and --config.cache_dir={cache_dir}" if cache_dir else "") + ")")
+  """ListOps / Pathfinder / Path-X: read from the release when it has the files the config
+  asks for, else generated in the release format into the cache; then loaded once, which
+  also builds the decoded/tokenised cache training will use."""
+  module = importlib.import_module(f"lra.{'listops' if task == 'listops' else 'pathfinder'}")
+  config = task_config(task, preset, "", cache_dir)
+  if root is not None and _release_has_config_data(module, task, root, config):
+    with config.unlocked():
+      config.data_dir = str(root)
+    data = module.load(config)
+    return Outcome(task, True, f"read from the release (train with --config.data_dir={root}); "
+                               f"{data.describe()}")
+  data = module.load(config)  # generates on first use
+  hint = " and --config.cache_dir=" + cache_dir if cache_dir else ""
+  return Outcome(task, True, f"generated, no release files for it (train with an empty "
+                             f"config.data_dir{hint}); {data.describe()}; {data.notes}")
+
+
+def _release_has_config_data(module, task: str, root: Path, config) -> bool:
+  if task == "listops":
+    return release_has(root, "listops")
+  try:  # the resolution and difficulty this config reads
+    module.find_difficulty_dir(root, int(config.data.resolution), config.data.difficulty)
+  except FileNotFoundError:
+    return False
+  return True
 
 
 def run(tasks: list[str], data_dir: str = "", release: str = "", cache_dir: str = "",
