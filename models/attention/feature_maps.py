@@ -11,6 +11,8 @@ Features are `[b, l, h, m]`, values `[b, l, h, d]`; callers zero the features of
 """
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 
@@ -18,6 +20,7 @@ import jax.numpy as jnp
 LOG_ZERO = -1e30
 
 
+@functools.partial(jax.jit, static_argnames="eps")
 def linear_attention(phi_q, phi_k, v, *, eps: float):
   """Bidirectional linear attention (eq. 6): `[b, lq, h, d]` in O(L m d)."""
   kv = jnp.einsum("blhm,blhd->bhmd", phi_k, v)   # sum_j phi(k_j) v_j^T
@@ -27,6 +30,7 @@ def linear_attention(phi_q, phi_k, v, *, eps: float):
   return numerator / jnp.where(denominator > 0, denominator, 1.0)
 
 
+@functools.partial(jax.jit, static_argnames=("eps", "chunk_size"))
 def causal_linear_attention(phi_q, phi_k, v, *, eps: float, chunk_size: int,
                             key_log_scale=None):
   """Causal linear attention by a chunked prefix sum (eqs. 16-20): `[b, l, h, d]`.

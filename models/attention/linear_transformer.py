@@ -9,6 +9,8 @@ attention-weight dropout (as in the paper and the LRA repository).
 """
 from __future__ import annotations
 
+import functools
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -22,6 +24,8 @@ def elu_feature_map(x):
   return jax.nn.elu(x) + 1.0
 
 
+# Jitted as a whole: one compile instead of one per op when called eagerly (tests, benchmarks).
+@functools.partial(jax.jit, static_argnames=("causal", "eps", "chunk_size"))
 def linear_transformer_attention(q, k, v, *, q_mask=None, kv_mask=None, causal=False,
                                  eps=1e-6, chunk_size=128):
   """Pure function. q: `[b, lq, h, d]`, k/v: `[b, lk, h, d]`, masks bool `[b, l]`."""

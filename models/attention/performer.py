@@ -19,6 +19,7 @@ max over past keys is factored out exactly (`feature_maps.causal_linear_attentio
 """
 from __future__ import annotations
 
+import functools
 import zlib
 
 import flax.linen as nn
@@ -33,26 +34,27 @@ SCALINGS = ("chi", "sqrt_d")
 RELU_KERNEL_EPS = 1e-3  # the authors' kernel_epsilon for generalised (ReLU) attention
 
 
+@functools.partial(jax.jit, static_argnums=(1, 2), static_argnames=("orthogonal", "scaling"))
 def random_features(key, num_features: int, dim: int, *, orthogonal=True, scaling="chi"):
   """`[num_features, dim]` projection W (sec. 2.4): block-orthogonal Gaussian rows."""
   if scaling not in SCALINGS:
     raise ValueError(f"performer scaling={scaling!r}; expected one of {SCALINGS}")
-  block_key, norm_key = jax.random.split(key)
-  if orthogonal:
-    num_blocks = -(-num_features // dim)
-    gaussian = jax.random.normal(block_key, (num_blocks, dim, dim))
-    q_factor, r_factor = jnp.linalg.qr(gaussian)
-    # Sign fix so each block is Haar-distributed: raw Householder QR biases the directions
-    # (e.g. column 1 always has a negative first entry), which biases the estimator.
-    signs = jnp.sign(jnp.diagonal(r_factor, axis1=1, axis2=2))
-    rows = (q_factor * signs[:, None, :]).transpose(0, 2, 1)   # orthonormal rows per block
-    rows = rows.reshape(num_blocks * dim, dim)[:num_features]
-    if scaling == "chi":   # norms of independent Gaussian vectors, so marginals stay Gaussian
-      norms = jnp.linalg.norm(jax.random.normal(norm_key, (num_features, dim)), axis=1)
-    else:
-      norms = jnp.full((num_features,), jnp.sqrt(float(dim)))
-    return rows * norms[:, None]
-  return jax.random.normal(block_key, (num_features, dim))
+  if not orthogonal:
+    return jax.random.normal(key, (num_features, dim))
+  num_blocks = -(-num_features // dim)
+  # One draw for both the blocks and the chi norms (one PRNG expansion compiles faster).
+  gaussian = jax.random.normal(key, (num_blocks * dim + num_features, dim))
+  q_factor, r_factor = jnp.linalg.qr(gaussian[:num_blocks * dim].reshape(num_blocks, dim, dim))
+  # Sign fix so each block is Haar-distributed: raw Householder QR biases the directions
+  # (e.g. column 1 always has a negative first entry), which biases the estimator.
+  signs = jnp.sign(jnp.diagonal(r_factor, axis1=1, axis2=2))
+  rows = (q_factor * signs[:, None, :]).transpose(0, 2, 1)   # orthonormal rows per block
+  rows = rows.reshape(num_blocks * dim, dim)[:num_features]
+  if scaling == "chi":   # norms of independent Gaussian vectors, so marginals stay Gaussian
+    norms = jnp.linalg.norm(gaussian[num_blocks * dim:], axis=1)
+  else:
+    norms = jnp.full((num_features,), jnp.sqrt(float(dim)))
+  return rows * norms[:, None]
 
 
 def softmax_log_features(x, projection):
@@ -62,6 +64,9 @@ def softmax_log_features(x, projection):
           - 0.5 * jnp.sum(x * x, axis=-1, keepdims=True))
 
 
+# Jitted as a whole: one compile instead of one per op when called eagerly (tests, benchmarks).
+@functools.partial(jax.jit, static_argnames=("causal", "kernel", "numerical_stabilizer",
+                                              "chunk_size"))
 def performer_attention(q, k, v, projection, *, q_mask=None, kv_mask=None, causal=False,
                         kernel="softmax", numerical_stabilizer=1e-6, chunk_size=128):
   """Pure function. q: `[b, lq, h, d]`, k/v: `[b, lk, h, d]`, projection `[m, d]`."""
@@ -116,6 +121,8 @@ class PerformerAttention(nn.Module):
       raise ValueError(f"performer num_features={self.num_features}; expected >= 1")
     if self.chunk_size < 1:
       raise ValueError(f"performer chunk_size={self.chunk_size}; expected >= 1")
+    if self.kernel not in KERNELS:
+      raise ValueError(f"performer kernel={self.kernel!r}; expected one of {KERNELS}")
     if self.redraw and not deterministic:
       key = self.make_rng("dropout")
     else:   # param-free and deterministic; the layer path makes layers draw different features
