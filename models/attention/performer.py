@@ -14,8 +14,15 @@ as phi(Q)(phi(K)^T V), causal by chunked prefix sums.
 Numerical stabiliser (as the authors' code): each query's features are divided by their own
 max, keys' by the max over the (real) keys, and `numerical_stabilizer` is added. Both factors
 cancel in the normalisation. In the causal form a max over *all* keys would let outputs depend
-on future keys through the added constant, so there keys carry their own scale and the running
-max over past keys is factored out exactly (`feature_maps.causal_linear_attention`).
+on future keys through the added constant, so there keys get no added constant, carry their own
+scale, and the running max over past keys is factored out exactly
+(`feature_maps.causal_linear_attention`). Random rows are sign-corrected QR factors (Haar); the
+uncorrected QR biases the estimator (tests/test_attention_performer.py measures this).
+
+Defaults are the authors' FAVOR+ ones (m = 256, orthogonal, chi norms, redraw). The LRA
+repository's Performer default was instead the ReLU kernel without a random projection
+(`make_fast_generalized_attention`, features_type="deterministic"); `kernel="relu"` here keeps
+the random projection of the paper's Performer-ReLU.
 """
 from __future__ import annotations
 
