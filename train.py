@@ -118,13 +118,13 @@ def count_params(params) -> int:
   return int(sum(np.prod(x.shape) for x in jax.tree_util.tree_leaves(params)))
 
 
-def compiled_memory_bytes(steps: Steps, state, batch, dropout_root) -> int | None:
-  try:
-    stats = steps.train.lower(state, batch, dropout_root).compile().memory_analysis()
-    return int(stats.temp_size_in_bytes + stats.argument_size_in_bytes
-               + stats.output_size_in_bytes)
-  except Exception:  # pylint: disable=broad-except
-    return None  # not every backend reports it
+def compiled_memory_bytes(compiled) -> int | None:
+  """XLA's planned memory for one train step (None where the backend does not report it)."""
+  stats = compiled.memory_analysis()
+  if stats is None:
+    return None
+  return int(stats.temp_size_in_bytes + stats.argument_size_in_bytes
+             + stats.output_size_in_bytes - stats.alias_size_in_bytes)
 
 
 # ---------------------------------------------------------------------------- the loop
@@ -158,16 +158,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
   train_iter = batch_lib.train_batches(task.splits["train"], cfg.batch_size, config.seed,
                                        start_step)
   window, window_start, timed_steps, timed_seconds = [], time.time(), 0, 0.0
-  memory_bytes = None
+  memory_bytes, compiled_train = None, None
   bar = tqdm(range(start_step, cfg.num_train_steps), initial=start_step,
              total=cfg.num_train_steps, desc=f"{config.model.attention}/{config.task}",
              dynamic_ncols=True)
   try:
     for step in bar:
       batch = steps.put_batch(next(train_iter))
-      if memory_bytes is None:
-        memory_bytes = compiled_memory_bytes(steps, state, batch, dropout_root) or 0
-      state, metrics = steps.train(state, batch, dropout_root)
+      if compiled_train is None:  # compile once; every batch has the same shapes
+        compiled_train = steps.train.lower(state, batch, dropout_root).compile()
+        memory_bytes = compiled_memory_bytes(compiled_train)
+      state, metrics = compiled_train(state, batch, dropout_root)
       window.append(metrics)
       done = step + 1
       if done % cfg.log_every == 0 or done == cfg.num_train_steps:
@@ -205,8 +206,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
              "peak_rss_bytes": run_log.peak_rss_bytes(), "versions": run_log.versions(),
              "devices": [str(d) for d in jax.devices()], "config": config.to_dict()}
   for split in ("validation", "test"):
-    results["splits"][split] = evaluate(steps, state.params, task.splits[split],
-                                        cfg.batch_size)
+    same = split == "test" and task.splits["test"].inputs is task.splits["validation"].inputs
+    results["splits"][split] = (dict(results["splits"]["validation"]) if same else  # e.g. IMDb
+                                evaluate(steps, state.params, task.splits[split], cfg.batch_size))
   test_counts = task.splits["test"].label_counts(task.num_classes)
   results["test_majority_class_rate"] = float(test_counts.max() / test_counts.sum())
   best = checkpoints.restore("best", state)
