@@ -6,6 +6,8 @@ from typing import Any, Mapping
 import flax.linen as nn
 import jax.numpy as jnp
 
+from models import chunked_ffn
+from models import reversible  # a module import: reversible.py builds on FeedForward below
 from models.attention.base import MultiHeadAttention
 from models.embedding import Embedder
 
@@ -44,6 +46,7 @@ class EncoderBlock(nn.Module):
   attention_dropout_rate: float = 0.0
   activation: str = "gelu"
   dtype: Any = jnp.float32
+  ffn_chunk_size: int = 0  # Reformer sec. 3: the FFN over this many positions at a time; 0 = off
 
   @nn.compact
   def __call__(self, x, mask, deterministic=True):
@@ -55,8 +58,8 @@ class EncoderBlock(nn.Module):
                                h, mask, deterministic=deterministic)
     x = x + nn.Dropout(self.dropout_rate)(h, deterministic=deterministic)
     h = nn.LayerNorm(dtype=self.dtype, name="ffn_norm")(x)
-    x = x + FeedForward(self.mlp_dim, self.activation, self.dropout_rate, self.dtype,
-                        name="ffn")(h, deterministic=deterministic)
+    ffn = FeedForward(self.mlp_dim, self.activation, self.dropout_rate, self.dtype, name="ffn")
+    x = x + chunked_ffn.apply_in_chunks(ffn, h, self.ffn_chunk_size, deterministic)
     return jnp.where(mask[..., None], x, 0.0)
 
 
@@ -81,17 +84,26 @@ class Encoder(nn.Module):
   attention_dropout_rate: float = 0.1
   activation: str = "gelu"
   dtype: Any = jnp.float32
+  reversible: bool = False  # RevNet residuals, recomputed in the backward pass (Reformer sec. 3)
+  ffn_chunk_size: int = 0
 
   @nn.compact
   def __call__(self, tokens, mask, deterministic=True):
     x, mask = Embedder(self.vocab_size, self.emb_dim, self.max_len, self.positions,
                        self.prepend_cls, self.dropout_rate, self.dtype, name="embed")(
                            tokens, mask, deterministic)
-    for i in range(self.num_layers):
-      x = EncoderBlock(self.num_heads, self.qkv_dim, self.mlp_dim, self.attention,
-                       self.attention_kwargs, self.causal,
-                       self.max_len + int(self.prepend_cls), self.dropout_rate,
-                       self.attention_dropout_rate, self.activation, self.dtype,
-                       name=f"block_{i}")(x, mask, deterministic)
+    if self.reversible:
+      x = reversible.ReversibleLayers(
+          self.num_layers, self.num_heads, self.qkv_dim, self.mlp_dim, self.attention,
+          self.attention_kwargs, self.causal, self.max_len + int(self.prepend_cls),
+          self.dropout_rate, self.attention_dropout_rate, self.activation,
+          self.ffn_chunk_size, dtype=self.dtype, name="reversible")(x, mask, deterministic)
+    else:
+      for i in range(self.num_layers):
+        x = EncoderBlock(self.num_heads, self.qkv_dim, self.mlp_dim, self.attention,
+                         self.attention_kwargs, self.causal,
+                         self.max_len + int(self.prepend_cls), self.dropout_rate,
+                         self.attention_dropout_rate, self.activation, self.dtype,
+                         self.ffn_chunk_size, name=f"block_{i}")(x, mask, deterministic)
     x = nn.LayerNorm(dtype=self.dtype, name="final_norm")(x)
     return x, mask

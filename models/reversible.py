@@ -25,7 +25,8 @@ from models import blocks, chunked_ffn
 from models.attention.base import MultiHeadAttention
 
 
-def _forward(f: Callable, g: Callable, params, x1, x2, aux):
+def plain_stack(f: Callable, g: Callable, params, x1, x2, aux):
+  """The same two-stream layers under ordinary autodiff (keeps every activation)."""
   for i, (f_params, g_params) in enumerate(params):
     x1 = x1 + f(i, f_params, x2, aux)
     x2 = x2 + g(i, g_params, x1, aux)
@@ -36,11 +37,11 @@ def _forward(f: Callable, g: Callable, params, x1, x2, aux):
 def reversible_stack(f: Callable, g: Callable, params, x1, x2, aux):
   """Runs the layers `params = ((f_params, g_params), ...)`; `f(i, f_params, x, aux)` and
   `g(i, g_params, x, aux)` are pure. `aux` (masks, rng keys) gets no gradient."""
-  return _forward(f, g, params, x1, x2, aux)
+  return plain_stack(f, g, params, x1, x2, aux)
 
 
 def _reversible_fwd(f, g, params, x1, x2, aux):
-  y1, y2 = _forward(f, g, params, x1, x2, aux)
+  y1, y2 = plain_stack(f, g, params, x1, x2, aux)
   return (y1, y2), (params, y1, y2, aux)  # no per-layer activations are kept
 
 
@@ -158,6 +159,6 @@ class ReversibleLayers(nn.Module):
         return definition.apply({"params": branch_params}, h, mask, deterministic, rngs=rngs)
       return apply
 
-    run = reversible_stack if self.recompute else _forward
+    run = reversible_stack if self.recompute else plain_stack
     y1, y2 = run(branch(f_def, 0), branch(g_def, 1), params, x, x, (mask, keys))
     return jnp.where(mask[..., None], (y1 + y2) / 2, 0.0)
