@@ -23,6 +23,7 @@ from pathlib import Path
 import ml_collections
 import numpy as np
 
+from lra import release
 from lra.batches import Split, TaskData, pad_rows
 
 OPERATORS = ("[MIN", "[MAX", "[MED", "[SM")
@@ -186,17 +187,10 @@ def read_tsv(path: str | os.PathLike, max_length: int, name: str | None = None) 
 
 def find_release_dir(data_dir: str | os.PathLike) -> Path:
   """Accepts the folder holding the TSVs, `listops-1000/` or the unpacked `lra_release/`."""
-  data_dir = Path(data_dir).expanduser()
-  candidates = [data_dir, data_dir / "listops-1000", data_dir / "lra_release" / "listops-1000",
-                data_dir / "lra_release" / "lra_release" / "listops-1000"]
-  for candidate in candidates:
-    if all((candidate / f).is_file() for f in SPLIT_FILES.values()):
-      return candidate
-  raise FileNotFoundError(
-      f"no ListOps files ({', '.join(SPLIT_FILES.values())}) under {data_dir} (looked in "
-      f"{', '.join(str(c) for c in candidates)}). Point config.data_dir at the unpacked LRA "
-      "release, or leave it empty to generate ListOps locally "
-      "(python -m lra.prepare --tasks=listops).")
+  return release.find_task_dir(
+      data_dir, "listops-1000", list(SPLIT_FILES.values()), "ListOps",
+      "Point config.data_dir at the unpacked LRA release, or leave it empty to generate "
+      "ListOps locally (python -m lra.prepare --tasks=listops).")
 
 
 def cache_root(config: ml_collections.ConfigDict) -> Path:

@@ -26,6 +26,8 @@ import tarfile
 import traceback
 from pathlib import Path
 
+from lra.release import release_roots
+
 TASKS = ("listops", "text", "retrieval", "image", "pathfinder", "pathx")
 CONFIG_MODULES = {"listops": "base_listops", "text": "base_text", "retrieval": "base_retrieval",
                   "image": "base_image", "pathfinder": "base_pathfinder", "pathx": "base_pathx"}
@@ -50,10 +52,6 @@ class Outcome:
 
 
 # ----------------------------------------------------------------------------- the release
-def release_roots(data_dir: Path) -> list[Path]:
-  return [data_dir, data_dir / "lra_release", data_dir / "lra_release" / "lra_release"]
-
-
 def find_release_root(data_dir: Path) -> tuple[Path | None, dict[str, list[str]]]:
   """The known layout holding the most release files, and per task the files it has."""
   best, best_found = None, {}

@@ -32,6 +32,7 @@ from pathlib import Path
 import ml_collections
 import numpy as np
 
+from lra import release
 from lra.batches import Split, TaskData
 from lra.listops import cache_root
 from lra.text import BYTE_OFFSET, NUM_CLASSES, VOCAB_SIZE, byte_dtype
@@ -45,17 +46,10 @@ _CHUNK = 1 << 24
 # ----------------------------------------------------------------------------- release files
 def find_release_dir(data_dir: str | os.PathLike) -> Path:
   """Accepts the folder holding the TSVs, `tsv_data/`, or an unpacked `lra_release/`."""
-  data_dir = Path(data_dir).expanduser()
-  candidates = [data_dir, data_dir / "tsv_data", data_dir / "lra_release" / "tsv_data",
-                data_dir / "lra_release" / "lra_release" / "tsv_data"]
-  for candidate in candidates:
-    if all((candidate / f).is_file() for f in SPLIT_FILES.values()):
-      return candidate
-  raise FileNotFoundError(
-      f"no AAN retrieval files ({', '.join(SPLIT_FILES.values())}) under {data_dir} (looked "
-      f"in {', '.join(str(c) for c in candidates)}). Download the LRA release "
-      "(lra_release.gz from the google-research/long-range-arena README) and run "
-      f"python -m lra.prepare --tasks=retrieval --data_dir={data_dir} "
+  return release.find_task_dir(
+      data_dir, "tsv_data", list(SPLIT_FILES.values()), "AAN retrieval",
+      "Download the LRA release (lra_release.gz from the google-research/long-range-arena "
+      f"README) and run python -m lra.prepare --tasks=retrieval --data_dir={data_dir} "
       "--release=PATH/TO/lra_release.gz")
 
 

@@ -1,0 +1,24 @@
+"""Where a task's files sit in an unpacked LRA release, whichever known layout it has."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def release_roots(data_dir: str | os.PathLike) -> list[Path]:
+  """The release's root as users unpack it: DIR, DIR/lra_release, DIR/lra_release/lra_release."""
+  data_dir = Path(data_dir).expanduser()
+  return [data_dir, data_dir / "lra_release", data_dir / "lra_release" / "lra_release"]
+
+
+def find_task_dir(data_dir: str | os.PathLike, subfolder: str, required: list[str],
+                  what: str, fix: str) -> Path:
+  """The first of `data_dir` itself or `<root>/<subfolder>` that holds every `required` file;
+  otherwise an error listing the places looked in and how to fix it."""
+  data_dir = Path(data_dir).expanduser()
+  candidates = [data_dir] + [root / subfolder for root in release_roots(data_dir)]
+  for candidate in candidates:
+    if all((candidate / f).is_file() for f in required):
+      return candidate
+  raise FileNotFoundError(f"no {what} files ({', '.join(required)}) under {data_dir} (looked in "
+                          f"{', '.join(str(c) for c in candidates)}). {fix}")
