@@ -39,4 +39,6 @@ def encoder_from_config(model_cfg: ml_collections.ConfigDict, vocab_size: int,
                  causal=model_cfg.get("causal", False), positions=model_cfg.positions,
                  prepend_cls=prepend_cls, dropout_rate=model_cfg.dropout_rate,
                  attention_dropout_rate=model_cfg.attention_dropout_rate,
-                 activation=model_cfg.activation, dtype=dtype, name="encoder")
+                 activation=model_cfg.activation, dtype=dtype,
+                 reversible=model_cfg.reversible, ffn_chunk_size=model_cfg.ffn_chunk_size,
+                 name="encoder")

@@ -101,3 +101,15 @@ def test_too_long_input_is_an_error():
   long = {"inputs": jnp.ones((1, 20), jnp.int32), "mask": jnp.ones((1, 20), bool)}
   with pytest.raises(ValueError, match="exceeds config.model.max_len"):
     model.init(jax.random.key(0), long)
+
+
+def test_block_options_from_config_are_honoured():
+  plain, _ = tiny_model()
+  b = batch()
+  params = plain.init(jax.random.key(0), b)
+  reversible, _ = tiny_model(reversible=True)
+  rev_params = reversible.init(jax.random.key(0), b)
+  assert "reversible" in rev_params["params"]["encoder"]
+  assert "reversible" not in params["params"]["encoder"]
+  chunked, _ = tiny_model(ffn_chunk_size=4)
+  np.testing.assert_allclose(chunked.apply(params, b)[0], plain.apply(params, b)[0], atol=1e-5)
