@@ -15,6 +15,7 @@ cache dir and memory-mapped on later runs.
 from __future__ import annotations
 
 import argparse
+from concurrent import futures
 import hashlib
 import json
 import logging
@@ -225,8 +226,15 @@ def generate(params: dict, out_root: str | os.PathLike, processes: int | None = 
   processes = max(1, min(processes or os.cpu_count() or 1, len(units)))
   started = time.time()
   if processes > 1:
-    with multiprocessing.get_context("spawn").Pool(processes) as pool:
-      written = sum(pool.imap_unordered(_write_unit, units))
+    context = multiprocessing.get_context("spawn")
+    try:
+      with futures.ProcessPoolExecutor(processes, mp_context=context) as pool:
+        written = sum(pool.map(_write_unit, units))
+    except futures.process.BrokenProcessPool as error:
+      raise RuntimeError(
+          "a Pathfinder generator process died. Spawned processes re-import the main "
+          "script: guard it with `if __name__ == '__main__':`, or set "
+          "config.data.generator.processes=1") from error
   else:
     written = sum(map(_write_unit, units))
   seconds = time.time() - started
