@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import sys
 import time
 from pathlib import Path
 
@@ -242,7 +243,8 @@ def main():
   def run(argv):
     if len(argv) > 1:
       raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    if flags.FLAGS["verbosity"].using_default_value:  # Orbax is chatty at INFO
+    if not any(a.split("=")[0] in ("--verbosity", "-v", "--v") for a in sys.argv[1:]):
+      # Orbax and JAX are chatty at INFO; --verbosity=0 brings it back
       absl_logging.set_verbosity(absl_logging.WARNING)
       logging.getLogger().setLevel(logging.WARNING)
     train_and_evaluate(flags.FLAGS.config, flags.FLAGS.workdir)
