@@ -8,6 +8,7 @@ seed and the step.
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import sys
 import time
@@ -160,6 +161,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
                                        start_step)
   window, window_start, timed_steps, timed_seconds = [], time.time(), 0, 0.0
   memory_bytes, compiled_train = None, None
+  schedule = optim.learning_rate_schedule(cfg)
+  final_validation = None  # the loop's last evaluation, when it covers the whole split
   bar = tqdm(range(start_step, cfg.num_train_steps), initial=start_step,
              total=cfg.num_train_steps, desc=f"{config.model.attention}/{config.task}",
              dynamic_ncols=True)
@@ -179,7 +182,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
           timed_steps, timed_seconds = timed_steps + len(window), timed_seconds + elapsed
         mean = {k: float(np.mean([v[k] for v in values])) for k in values[0]}
         mean["steps_per_s"] = len(window) / max(elapsed, 1e-9)
-        mean["learning_rate"] = float(optim.learning_rate_schedule(cfg)(step))
+        mean["learning_rate"] = float(schedule(step))
         log.write(done, "train", mean)
         bar.set_postfix(loss=f"{mean['loss']:.3f}", acc=f"{mean['accuracy']:.3f}",
                         steps_s=f"{mean['steps_per_s']:.1f}")
@@ -188,6 +191,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
         result = evaluate(steps, state.params, task.splits["validation"], cfg.batch_size,
                           cfg.eval_batches)
         log.write(done, "validation", {k: result[k] for k in ("accuracy", "loss")})
+        if done == cfg.num_train_steps and not cfg.eval_batches:
+          final_validation = result
         if result["accuracy"] > meta["best_accuracy"]:
           meta = {"best_accuracy": result["accuracy"], "best_step": done}
           checkpoints.save_best(done, state, meta)
@@ -206,21 +211,24 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
              "compiled_train_step_memory_bytes": memory_bytes,
              "peak_rss_bytes": run_log.peak_rss_bytes(), "versions": run_log.versions(),
              "devices": [str(d) for d in jax.devices()], "config": config.to_dict()}
-  for split in ("validation", "test"):
-    same = split == "test" and task.splits["test"].inputs is task.splits["validation"].inputs
-    results["splits"][split] = (dict(results["splits"]["validation"]) if same else  # e.g. IMDb
-                                evaluate(steps, state.params, task.splits[split], cfg.batch_size))
+  results["splits"]["validation"] = final_validation or evaluate(
+      steps, state.params, task.splits["validation"], cfg.batch_size)
+  if task.splits["test"].inputs is task.splits["validation"].inputs:  # e.g. IMDb
+    results["splits"]["test"] = dict(results["splits"]["validation"])
+  else:
+    results["splits"]["test"] = evaluate(steps, state.params, task.splits["test"],
+                                         cfg.batch_size)
   test_counts = task.splits["test"].label_counts(task.num_classes)
   results["test_majority_class_rate"] = float(test_counts.max() / test_counts.sum())
   best = checkpoints.restore("best", state)
-  if best is not None:
-    results["test_at_best_validation"] = evaluate(steps, steps.put_state(best[0]).params,
-                                                  task.splits["test"], cfg.batch_size)
+  if best is not None:  # the final state is often the best one: no second evaluation then
+    results["test_at_best_validation"] = (
+        dict(results["splits"]["test"]) if best[2] == results["steps"] else
+        evaluate(steps, steps.put_state(best[0]).params, task.splits["test"], cfg.batch_size))
   checkpoints.close()
   results["wall_time_s"] = time.time() - started
   previous = workdir / "results.json"
   if previous.exists():  # keep what eval.py added
-    import json  # pylint: disable=import-outside-toplevel
     old = json.loads(previous.read_text())
     results["eval"] = old.get("eval", {})
   run_log.write_json(workdir / "results.json", results)

@@ -193,16 +193,11 @@ def find_release_dir(data_dir: str | os.PathLike) -> Path:
       "ListOps locally (python -m lra.prepare --tasks=listops).")
 
 
-def cache_root(config: ml_collections.ConfigDict) -> Path:
-  root = config.cache_dir or os.environ.get("LRA_CACHE_DIR") or "~/.cache/lra_zoo"
-  return Path(root).expanduser()
-
-
 def generated_dir(config: ml_collections.ConfigDict) -> Path:
   """Where the generated set for these generator settings lives (one folder per setting)."""
   params = generation_params(config.data)
   key = hashlib.sha1(json.dumps(params, sort_keys=True).encode()).hexdigest()[:12]
-  return cache_root(config) / "listops" / f"generated-{key}"
+  return release.cache_root(config) / "listops" / f"generated-{key}"
 
 
 def ensure_generated(config: ml_collections.ConfigDict) -> Path:

@@ -30,7 +30,7 @@ import numpy as np
 from lra import png
 from lra import pathfinder_draw as draw
 from lra.batches import Split, TaskData
-from lra.listops import cache_root
+from lra.release import cache_root
 
 VOCAB_SIZE, NUM_CLASSES = 256, 2
 UNIT = 1000  # images per generator work unit = per imgs/<k> folder and metadata/<k>.npy

@@ -1,8 +1,11 @@
-"""Where a task's files sit in an unpacked LRA release, whichever known layout it has."""
+"""Where data sits: a task's files in an unpacked LRA release (whichever known layout it
+has), and the local cache for generated and tokenised data."""
 from __future__ import annotations
 
 import os
 from pathlib import Path
+
+import ml_collections
 
 
 def release_roots(data_dir: str | os.PathLike) -> list[Path]:
@@ -22,3 +25,9 @@ def find_task_dir(data_dir: str | os.PathLike, subfolder: str, required: list[st
       return candidate
   raise FileNotFoundError(f"no {what} files ({', '.join(required)}) under {data_dir} (looked in "
                           f"{', '.join(str(c) for c in candidates)}). {fix}")
+
+
+def cache_root(config: ml_collections.ConfigDict) -> Path:
+  """config.cache_dir, else $LRA_CACHE_DIR, else ~/.cache/lra_zoo."""
+  root = config.cache_dir or os.environ.get("LRA_CACHE_DIR") or "~/.cache/lra_zoo"
+  return Path(root).expanduser()

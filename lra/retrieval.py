@@ -34,7 +34,7 @@ import numpy as np
 
 from lra import release
 from lra.batches import Split, TaskData
-from lra.listops import cache_root
+from lra.release import cache_root
 from lra.text import BYTE_OFFSET, NUM_CLASSES, VOCAB_SIZE, byte_dtype
 
 SPLIT_FILES = {"train": "new_aan_pairs.train.tsv", "validation": "new_aan_pairs.eval.tsv",

@@ -19,7 +19,7 @@ from typing import Callable, Iterator
 import ml_collections
 import numpy as np
 
-from lra.listops import cache_root
+from lra.release import cache_root
 
 _NOT_FOUND_HINT = "could not find data"  # tfds.load's AssertionError when not prepared
 

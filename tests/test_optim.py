@@ -44,3 +44,11 @@ def test_weight_decay_is_decoupled_and_clipping_applies():
   tx = optim.make_optimizer(train_cfg(schedule="constant", learning_rate=1.0, weight_decay=0.0,
                                       grad_clip_norm=1.0, b1=0.0, b2=0.0, eps=0.0))
   assert isinstance(tx, optax.GradientTransformation)
+  # With b1 = b2 = 0 and eps = 1, Adam's step is -g / (|g| + 1) per coordinate, so it shows
+  # whether the gradient (norm 100) was clipped to norm 1 first.
+  for clip, expected in ((1.0, 0.5), (0.0, 100 / 101)):
+    tx = optim.make_optimizer(train_cfg(schedule="constant", learning_rate=1.0, weight_decay=0.0,
+                                        grad_clip_norm=clip, b1=0.0, b2=0.0, eps=1.0))
+    params = {"w": jnp.zeros(1)}
+    updates, _ = tx.update({"w": jnp.full(1, 100.0)}, tx.init(params), params)
+    np.testing.assert_allclose(updates["w"], -expected, rtol=1e-5)
