@@ -15,6 +15,8 @@ SMALL_KWARGS: dict[str, dict] = {
     "bigbird": {"block_size": 2, "num_random_blocks": 2},
     "reformer": {"n_buckets": 4, "n_hashes": 2, "chunk_len": 4},
     "sinkhorn": {"block_size": 4},
+    # Defaults (128 landmarks) would be the exact m >= L limit at length 16.
+    "nystromformer": {"num_landmarks": 4, "conv_kernel_size": 3},
 }
 
 # Kwargs for the compiled-memory check at lengths 4096 and 8192.

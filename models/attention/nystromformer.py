@@ -1,0 +1,193 @@
+"""Nyströmformer (Xiong et al. 2021, "Nyströmformer: A Nyström-Based Algorithm for
+Approximating Self-Attention", AAAI).
+
+Softmax attention S = softmax(Q K^T / sqrt(d)) is approximated through m landmarks (eq. 14):
+
+  S ~= F A^+ B,  F = s(Q K~^T) [L, m],  A = s(Q~ K~^T) [m, m],  B = s(Q~ K^T) [m, L],
+
+s(.) the row softmax of scaled dot products, and the output is computed right to left,
+F (A^+ (B V)) (eq. 15), so time and memory are O(L m): no [L, L] array exists.
+Landmarks Q~, K~ are segment means (sec. 3.3): the length is cut into m consecutive segments
+of ceil(L / m) tokens (padded up at the end) and each segment is averaged (reshape + mean).
+A^+ is the iterative Moore-Penrose approximation (eq. 16, Razavi et al. 2014):
+
+  Z_0 = A^T / (||A||_1 ||A||_inf),  Z_{j+1} = 1/4 Z_j (13 I - A Z_j (15 I - A Z_j (7 I - A Z_j))),
+
+`pinv_iterations` = 6 as in the paper. `pinv_init="original"` takes the norms as the authors'
+code does: the maxima of column (and row) sums over the whole batch and all heads (so one
+example's Z_0 scale depends on the others'; rows of A are softmax rows, so ||A||_inf = 1);
+"per_matrix" takes them per (example, head), which is eq. 16 read literally.
+The authors' code adds a skip connection: a depthwise 1-D convolution over the sequence of V,
+one length-`conv_kernel_size` kernel per head shared by its head_dim channels, no bias
+(`conv_kernel_size=0` turns it off).
+
+Padding (this repository's masks; the authors' code instead averages zeroed padded tokens into
+the landmarks): landmarks are *masked* means over real tokens, a segment that holds no real
+token is dropped (its rows and columns of F, A, B become zeros, which the pinv iteration keeps
+at zero, so the result equals the same input without that segment), padded keys are removed
+from B, V is zeroed at padding before B V and the convolution, outputs at padded queries are 0.
+A length not divisible by m is padded up internally; since empty segments drop out exactly,
+this uses ceil(L / ceil(L / m)) <= m landmarks of ceil(L / m) tokens. With m >= L every token
+is its own landmark and the method is exact softmax attention up to the pinv iteration.
+
+Defaults: the authors' LRA configuration (mlpen/Nystromformer, LRA/code/lra_config.py) runs
+32, 64, 128 and 256 landmarks, always with conv_kernel_size 35; which of these the paper's LRA
+table reports is not stated in the sources checked, so 128 here is a choice among the authors'
+settings. There is no causal form (landmarks average over the whole sequence) and no
+attention dropout (the authors' Nyström attention has none).
+"""
+from __future__ import annotations
+
+import functools
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from models.attention import masks
+from models.attention.registry import register
+
+PINV_INITS = ("original", "per_matrix")
+
+
+def check_settings(num_landmarks, pinv_iterations, pinv_init, conv_kernel_size=0):
+  """Clear errors naming the attention_kwargs field."""
+  where = "config.model.attention_kwargs"
+  if num_landmarks < 1:
+    raise ValueError(f"nystromformer num_landmarks={num_landmarks} ({where}); expected >= 1")
+  if pinv_iterations < 1:
+    raise ValueError(f"nystromformer pinv_iterations={pinv_iterations} ({where}); "
+                     "expected >= 1 (the paper uses 6)")
+  if pinv_init not in PINV_INITS:
+    raise ValueError(f"nystromformer pinv_init={pinv_init!r} ({where}); expected one of "
+                     f"{PINV_INITS}")
+  if conv_kernel_size < 0 or (conv_kernel_size and conv_kernel_size % 2 == 0):
+    raise ValueError(f"nystromformer conv_kernel_size={conv_kernel_size} ({where}); expected "
+                     "0 (no convolution) or an odd size (a centred window)")
+
+
+def segment_means(x, mask, num_landmarks: int):
+  """Landmarks (sec. 3.3): masked means of consecutive segments.
+
+  x `[b, l, h, d]`, mask bool `[b, l]` or None -> (landmarks `[b, m, h, d]`, real `[b, m]`),
+  m = ceil(l / s) with segment length s = ceil(l / num_landmarks); `real` is False for a
+  segment without real tokens (its landmark is 0 and must be masked by the caller).
+  """
+  batch, length, heads, depth = x.shape
+  size = -(-length // num_landmarks)
+  count = -(-length // size)
+  keep = jnp.ones((batch, length), bool) if mask is None else mask
+  x = jnp.where(keep[:, :, None, None], x, 0.0)
+  pad = count * size - length
+  x = jnp.pad(x, ((0, 0), (0, pad), (0, 0), (0, 0)))
+  keep = jnp.pad(keep, ((0, 0), (0, pad)))
+  sums = x.reshape(batch, count, size, heads, depth).sum(axis=2)
+  tokens = keep.reshape(batch, count, size).sum(axis=2)
+  means = sums / jnp.maximum(tokens, 1)[:, :, None, None].astype(x.dtype)
+  return means, tokens > 0
+
+
+def iterative_pinv(a, iterations: int = 6, init: str = "original"):
+  """Moore-Penrose pseudo-inverse of `a` `[..., n, m]` by eq. 16 (returns `[..., m, n]`)."""
+  norm_1 = jnp.sum(jnp.abs(a), axis=-2)     # column sums: ||A||_1 is their max
+  norm_inf = jnp.sum(jnp.abs(a), axis=-1)   # row sums: ||A||_inf is their max (1 for softmax)
+  if init == "original":   # the authors' code: one global maximum over batch and heads
+    scale = jnp.max(norm_1) * jnp.max(norm_inf)
+  else:
+    scale = jnp.max(norm_1, axis=-1) * jnp.max(norm_inf, axis=-1)
+    scale = scale[..., None, None]
+  scale = jnp.where(scale > 0, scale, 1.0)  # an all-zero A (all padding) gives Z = 0
+  z = jnp.swapaxes(a, -1, -2) / scale
+  eye = jnp.eye(a.shape[-2], dtype=a.dtype)
+  for _ in range(iterations):
+    az = a @ z
+    z = 0.25 * z @ (13 * eye - az @ (15 * eye - az @ (7 * eye - az)))
+  return z
+
+
+def _masked_softmax(logits, key_real):
+  """Row softmax of `[b, h, n, k]` over keys with `key_real` `[b, k]` True."""
+  logits = jnp.where(key_real[:, None, None, :], logits, masks.big_negative(logits.dtype))
+  return jax.nn.softmax(logits, axis=-1)
+
+
+def depthwise_conv(v, kernel):
+  """Skip path: per-head 1-D convolution over length. v `[b, l, h, d]`, kernel `[w, h]`."""
+  width, heads = kernel.shape
+  batch, length, _, depth = v.shape
+  # One kernel per head shared by its `depth` channels (the authors' grouped Conv2d).
+  per_channel = jnp.repeat(kernel, depth, axis=1)[:, None, :]   # [w, 1, h*d]
+  out = jax.lax.conv_general_dilated(
+      v.reshape(batch, length, heads * depth), per_channel.astype(v.dtype),
+      window_strides=(1,), padding=[(width // 2, width // 2)],
+      dimension_numbers=("NWC", "WIO", "NWC"), feature_group_count=heads * depth)
+  return out.reshape(batch, length, heads, depth)
+
+
+@functools.partial(jax.jit, static_argnames=("num_landmarks", "pinv_iterations", "pinv_init"))
+def nystrom_attention(q, k, v, conv_kernel=None, *, q_mask=None, kv_mask=None,
+                      num_landmarks=128, pinv_iterations=6, pinv_init="original"):
+  """Pure function. q `[b, lq, h, d]`, k/v `[b, lk, h, d]`, masks bool `[b, l]`.
+
+  `conv_kernel` `[w, h]` (odd w) adds the depthwise-convolution skip on V; it needs lq == lk
+  (self-attention). Computed in float32 (the authors disable mixed precision here too).
+  """
+  check_settings(num_landmarks, pinv_iterations, pinv_init)
+  out_dtype = v.dtype
+  q, k, v = (t.astype(jnp.float32) for t in (q, k, v))
+  kv_real = jnp.ones(k.shape[:2], bool) if kv_mask is None else kv_mask
+  if q_mask is not None:
+    q = jnp.where(q_mask[:, :, None, None], q, 0.0)
+  k = jnp.where(kv_real[:, :, None, None], k, 0.0)
+  v = jnp.where(kv_real[:, :, None, None], v, 0.0)   # padding never reaches B V or the conv
+  scale = 1.0 / jnp.sqrt(jnp.float32(q.shape[-1]))
+  q_landmarks, q_real = segment_means(q, q_mask, num_landmarks)
+  k_landmarks, k_real = segment_means(k, kv_mask, num_landmarks)
+  # Eq. 14: the three softmax kernels; empty landmarks are masked as keys ...
+  kernel_f = _masked_softmax(jnp.einsum("bqhd,bmhd->bhqm", q, k_landmarks) * scale, k_real)
+  kernel_a = _masked_softmax(
+      jnp.einsum("bnhd,bmhd->bhnm", q_landmarks, k_landmarks) * scale, k_real)
+  kernel_b = _masked_softmax(jnp.einsum("bnhd,bkhd->bhnk", q_landmarks, k) * scale, kv_real)
+  # ... and their rows/columns of A are zero, so A^+ is zero there too (the pinv iteration
+  # keeps a zero row/column of A^T at zero) and they drop out of F A^+ B exactly.
+  kernel_a = jnp.where(q_real[:, None, :, None] & k_real[:, None, None, :], kernel_a, 0.0)
+  a_pinv = iterative_pinv(kernel_a, pinv_iterations, pinv_init)          # [b, h, m, n]
+  # Eq. 15, right to left: F (A^+ (B V)), never an [L, L] product.
+  landmark_values = jnp.einsum("bhnk,bkhd->bhnd", kernel_b, v)
+  landmark_values = jnp.einsum("bhmn,bhnd->bhmd", a_pinv, landmark_values)
+  out = jnp.einsum("bhqm,bhmd->bqhd", kernel_f, landmark_values)
+  if conv_kernel is not None:
+    if q.shape[1] != k.shape[1]:
+      raise ValueError("nystromformer's convolution skip needs self-attention (lq == lk); "
+                       "pass conv_kernel=None")
+    out = out + depthwise_conv(v, conv_kernel)
+  return masks.zero_padded_queries(out, q_mask).astype(out_dtype)
+
+
+def conv_init(key, shape, dtype=jnp.float32):
+  """PyTorch's Conv default for this layer (the authors'): U(+-1/sqrt(fan_in)), fan_in = w."""
+  bound = 1.0 / jnp.sqrt(float(shape[0]))
+  return jax.random.uniform(key, shape, dtype, -bound, bound)
+
+
+# cross=False: the mixer cannot tell cross from self-attention of equal lengths (the registry
+# does not pass `cross`), and the conv skip is only defined for self-attention. The pure
+# function itself handles lq != lk without the conv.
+@register("nystromformer", causal=False, cross=False)
+class NystromAttention(nn.Module):
+  """Nyström-approximated softmax attention with segment-mean landmarks and a conv skip."""
+  num_landmarks: int = 128       # m; one of the authors' LRA settings (32/64/128/256)
+  pinv_iterations: int = 6       # eq. 16 iterations, as the paper
+  pinv_init: str = "original"    # Z_0 scale: "original" (authors' code) or "per_matrix"
+  conv_kernel_size: int = 35     # the authors' LRA setting; 0 = no convolution skip
+
+  @nn.compact
+  def __call__(self, q, k, v, *, q_mask=None, kv_mask=None, deterministic=True, inputs_q=None):
+    check_settings(self.num_landmarks, self.pinv_iterations, self.pinv_init,
+                   self.conv_kernel_size)
+    conv_kernel = None
+    if self.conv_kernel_size:
+      conv_kernel = self.param("conv", conv_init, (self.conv_kernel_size, q.shape[2]))
+    return nystrom_attention(q, k, v, conv_kernel, q_mask=q_mask, kv_mask=kv_mask,
+                             num_landmarks=self.num_landmarks,
+                             pinv_iterations=self.pinv_iterations, pinv_init=self.pinv_init)
