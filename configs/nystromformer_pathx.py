@@ -1,5 +1,5 @@
 """Nyströmformer (Xiong et al. 2021) on Path-X: the task's LRA settings,
-this variant's defaults (see models/attention/nystromformer.py for the paper settings they follow)."""
+this variant's defaults (see models/attention/nystromformer.py for the settings they follow)."""
 from configs import base_pathx, defaults
 
 
