@@ -33,7 +33,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from models.attention import feature_maps, masks
+from models.attention import favor_streamed, feature_maps, masks
 from models.attention.registry import register
 
 KERNELS = ("softmax", "relu")
@@ -73,26 +73,40 @@ def softmax_log_features(x, projection):
 
 # Jitted as a whole: one compile instead of one per op when called eagerly (tests, benchmarks).
 @functools.partial(jax.jit, static_argnames=("causal", "kernel", "numerical_stabilizer",
-                                              "chunk_size"))
+                                              "chunk_size", "streamed"))
 def performer_attention(q, k, v, projection, *, q_mask=None, kv_mask=None, causal=False,
-                        kernel="softmax", numerical_stabilizer=1e-6, chunk_size=128):
-  """Pure function. q: `[b, lq, h, d]`, k/v: `[b, lk, h, d]`, projection `[m, d]`."""
+                        kernel="softmax", numerical_stabilizer=1e-6, chunk_size=128,
+                        streamed=True):
+  """Pure function. q: `[b, lq, h, d]`, k/v: `[b, lk, h, d]`, projection `[m, d]`.
+
+  The bidirectional softmax kernel runs streamed (`favor_streamed`: features one chunk of
+  `chunk_size` at a time, hand-written backward) unless `streamed=False`, which materialises
+  the `[b, L, h, m]` features and lets autodiff differentiate them (the reference in tests).
+  """
   if kernel not in KERNELS:
     raise ValueError(f"performer kernel={kernel!r}; expected one of {KERNELS}")
   if q_mask is not None:
     q = jnp.where(q_mask[:, :, None, None], q, 0.0)
-  kv_keep = (jnp.ones(k.shape[:2], bool) if kv_mask is None else kv_mask)[:, :, None, None]
+  kv_mask = jnp.ones(k.shape[:2], bool) if kv_mask is None else kv_mask
+  kv_keep = kv_mask[:, :, None, None]
   k, v = jnp.where(kv_keep, k, 0.0), jnp.where(kv_keep, v, 0.0)
+  if kernel == "softmax" and not causal and streamed:
+    out = favor_streamed.streamed_favor(q, k, v, projection, kv_mask, numerical_stabilizer,
+                                        chunk_size)
+    return masks.zero_padded_queries(out, q_mask)
   ratio = 1.0 / jnp.sqrt(float(projection.shape[0]))
   key_log_scale = None
   if kernel == "relu":
     phi_q = jax.nn.relu(jnp.einsum("blhd,md->blhm", q, projection)) + RELU_KERNEL_EPS
     phi_k = jax.nn.relu(jnp.einsum("blhd,md->blhm", k, projection)) + RELU_KERNEL_EPS
   else:
-    log_q, log_k = softmax_log_features(q, projection), softmax_log_features(k, projection)
-    q_max = jax.lax.stop_gradient(jnp.max(log_q, axis=-1, keepdims=True))
-    phi_q = ratio * (jnp.exp(log_q - q_max) + numerical_stabilizer)
-    log_k = jnp.where(kv_keep, log_k, feature_maps.LOG_ZERO)
+    # Query stabiliser: the query's own max. Its |x'|^2 / 2 term cancels against that max, so
+    # only w^T x' is kept (the same value; the max is a constant for the gradient).
+    logits_q = jnp.einsum("blhd,md->blhm", q / jnp.sqrt(jnp.sqrt(float(q.shape[-1]))),
+                          projection)
+    q_max = jax.lax.stop_gradient(jnp.max(logits_q, axis=-1, keepdims=True))
+    phi_q = ratio * (jnp.exp(logits_q - q_max) + numerical_stabilizer)
+    log_k = jnp.where(kv_keep, softmax_log_features(k, projection), feature_maps.LOG_ZERO)
     if causal:   # per-key scale; the running max over past keys is factored out exactly
       key_log_scale = jax.lax.stop_gradient(jnp.max(log_k, axis=-1))   # [b, l, h]
       phi_k = ratio * jnp.exp(log_k - key_log_scale[..., None])
@@ -120,7 +134,7 @@ class PerformerAttention(nn.Module):
   redraw: bool = True              # the authors' redraw_features default
   seed: int = 0
   numerical_stabilizer: float = 1e-6
-  chunk_size: int = 128            # causal form only: speed, not results
+  chunk_size: int = 128            # tokens per streamed chunk: speed and memory, not results
 
   @nn.compact
   def __call__(self, q, k, v, *, q_mask=None, kv_mask=None, deterministic=True, inputs_q=None):
