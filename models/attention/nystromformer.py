@@ -30,11 +30,11 @@ A length not divisible by m is padded up internally; since empty segments drop o
 this uses ceil(L / ceil(L / m)) <= m landmarks of ceil(L / m) tokens. With m >= L every token
 is its own landmark and the method is exact softmax attention up to the pinv iteration.
 
-Defaults: the authors' LRA configuration (mlpen/Nystromformer, LRA/code/lra_config.py) runs
-32, 64, 128 and 256 landmarks, always with conv_kernel_size 35; which of these the paper's LRA
-table reports is not stated in the sources checked, so 128 here is a choice among the authors'
-settings. There is no causal form (landmarks average over the whole sequence) and no
-attention dropout (the authors' Nyström attention has none).
+Defaults: 64 landmarks, the setting of the paper's efficiency comparison (Nyströmformer-64,
+sec. 4) and of its HuggingFace port; the authors' LRA code runs 32, 64, 128 and 256 landmarks
+(`nystrom-32` ... `nystrom-256`), always with conv_kernel_size 35. There is no causal form
+(landmarks average over the whole sequence) and no attention dropout (the authors' Nyström
+attention has none).
 """
 from __future__ import annotations
 
@@ -43,6 +43,7 @@ import functools
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from einops import rearrange
 
 from models.attention import masks
 from models.attention.registry import register
@@ -73,17 +74,23 @@ def segment_means(x, mask, num_landmarks: int):
   m = ceil(l / s) with segment length s = ceil(l / num_landmarks); `real` is False for a
   segment without real tokens (its landmark is 0 and must be masked by the caller).
   """
-  batch, length, heads, depth = x.shape
+  means, real = _segment_means(rearrange(x, "b l h d -> b h l d"), mask, num_landmarks)
+  return rearrange(means, "b h m d -> b m h d"), real
+
+
+def _segment_means(x, mask, num_landmarks: int):
+  """`segment_means` on heads-major x `[b, h, l, d]` -> (`[b, h, m, d]`, `[b, m]`)."""
+  batch, heads, length, depth = x.shape
   size = -(-length // num_landmarks)
   count = -(-length // size)
   keep = jnp.ones((batch, length), bool) if mask is None else mask
-  x = jnp.where(keep[:, :, None, None], x, 0.0)
+  x = jnp.where(keep[:, None, :, None], x, 0.0)
   pad = count * size - length
-  x = jnp.pad(x, ((0, 0), (0, pad), (0, 0), (0, 0)))
+  x = jnp.pad(x, ((0, 0), (0, 0), (0, pad), (0, 0)))
   keep = jnp.pad(keep, ((0, 0), (0, pad)))
-  sums = x.reshape(batch, count, size, heads, depth).sum(axis=2)
+  sums = x.reshape(batch, heads, count, size, depth).sum(axis=3)
   tokens = keep.reshape(batch, count, size).sum(axis=2)
-  means = sums / jnp.maximum(tokens, 1)[:, :, None, None].astype(x.dtype)
+  means = sums / jnp.maximum(tokens, 1)[:, None, :, None].astype(x.dtype)
   return means, tokens > 0
 
 
@@ -113,54 +120,103 @@ def _masked_softmax(logits, key_real):
 
 def depthwise_conv(v, kernel):
   """Skip path: per-head 1-D convolution over length. v `[b, l, h, d]`, kernel `[w, h]`."""
+  return rearrange(_conv_heads_major(rearrange(v, "b l h d -> b h l d"), kernel),
+                   "b h l d -> b l h d")
+
+
+def shifted_sum(x, kernel):
+  """out_i = sum_t w_t x_(i + t - w//2) per head on x `[b, h, l, d]`, kernel `[w, h]`: a centred,
+  zero-padded correlation (the authors' grouped Conv2d), one loop fusion over the taps."""
+  width, length = kernel.shape[0], x.shape[2]
+  padded = jnp.pad(x, ((0, 0), (0, 0), (width // 2, width // 2), (0, 0)))
+  return sum(kernel[t][None, :, None, None] * padded[:, :, t:t + length] for t in range(width))
+
+
+@jax.custom_vjp
+def _conv_heads_major(v, kernel):
+  """`shifted_sum` with a hand-written backward pass (autodiff makes one reduction per tap)."""
+  return shifted_sum(v, kernel)
+
+
+def _conv_forward(v, kernel):
+  return shifted_sum(v, kernel), (v, kernel)
+
+
+def _conv_backward(residuals, grad):
+  v, kernel = residuals
   width, heads = kernel.shape
-  batch, length, _, depth = v.shape
-  # One kernel per head shared by its `depth` channels (the authors' grouped Conv2d).
-  per_channel = jnp.repeat(kernel, depth, axis=1)[:, None, :]   # [w, 1, h*d]
-  out = jax.lax.conv_general_dilated(
-      v.reshape(batch, length, heads * depth), per_channel.astype(v.dtype),
-      window_strides=(1,), padding=[(width // 2, width // 2)],
-      dimension_numbers=("NWC", "WIO", "NWC"), feature_group_count=heads * depth)
-  return out.reshape(batch, length, heads, depth)
+  half = width // 2
+  # The adjoint of a correlation is the correlation with the reversed kernel.
+  d_v = shifted_sum(grad, kernel[::-1])
+  # d w_t = sum_i g_i . v_(i + t - half). In blocks of B >= half tokens, output block n only
+  # meets input blocks n - 1, n, n + 1: three batched [B, d] x [d, B] products per block.
+  batch, _, length, depth = v.shape
+  size = max(32, half)
+  count = -(-length // size)
+  blocks = lambda x: jnp.pad(x, ((0, 0), (0, 0), (0, count * size - length), (0, 0))).reshape(
+      batch, heads, count, size, depth)
+  g_blocks, v_blocks = blocks(grad), blocks(v)
+  rows, cols = jnp.arange(size)[:, None], jnp.arange(size)[None, :]
+  d_kernel = jnp.zeros((width + 1, heads), kernel.dtype)   # the last row collects no tap
+  for offset in (-1, 0, 1):
+    if offset == -1:
+      g_part, v_part = g_blocks[:, :, 1:], v_blocks[:, :, :-1]
+    elif offset == 1:
+      g_part, v_part = g_blocks[:, :, :-1], v_blocks[:, :, 1:]
+    else:
+      g_part, v_part = g_blocks, v_blocks
+    products = jnp.einsum("bhnrd,bhncd->bhnrc", g_part, v_part).sum(axis=(0, 2))  # [h, B, B]
+    tap = cols - rows + half + offset * size
+    tap = jnp.where((tap >= 0) & (tap < width), tap, width).reshape(-1)
+    d_kernel = d_kernel + jax.ops.segment_sum(products.reshape(heads, -1).T, tap,
+                                              num_segments=width + 1)
+  return d_v, d_kernel[:width]
+
+
+_conv_heads_major.defvjp(_conv_forward, _conv_backward)
 
 
 @functools.partial(jax.jit, static_argnames=("num_landmarks", "pinv_iterations", "pinv_init"))
 def nystrom_attention(q, k, v, conv_kernel=None, *, q_mask=None, kv_mask=None,
-                      num_landmarks=128, pinv_iterations=6, pinv_init="original"):
+                      num_landmarks=64, pinv_iterations=6, pinv_init="original"):
   """Pure function. q `[b, lq, h, d]`, k/v `[b, lk, h, d]`, masks bool `[b, l]`.
 
   `conv_kernel` `[w, h]` (odd w) adds the depthwise-convolution skip on V; it needs lq == lk
   (self-attention). Computed in float32 (the authors disable mixed precision here too).
+  Internally heads-major (`[b, h, l, d]`): every product below is a plain batched matmul.
   """
   check_settings(num_landmarks, pinv_iterations, pinv_init)
+  if conv_kernel is not None and q.shape[1] != k.shape[1]:
+    raise ValueError("nystromformer's convolution skip needs self-attention (lq == lk); "
+                     "pass conv_kernel=None")
   out_dtype = v.dtype
-  q, k, v = (t.astype(jnp.float32) for t in (q, k, v))
   kv_real = jnp.ones(k.shape[:2], bool) if kv_mask is None else kv_mask
   if q_mask is not None:
     q = jnp.where(q_mask[:, :, None, None], q, 0.0)
   k = jnp.where(kv_real[:, :, None, None], k, 0.0)
   v = jnp.where(kv_real[:, :, None, None], v, 0.0)   # padding never reaches B V or the conv
   scale = 1.0 / jnp.sqrt(jnp.float32(q.shape[-1]))
-  q_landmarks, q_real = segment_means(q, q_mask, num_landmarks)
-  k_landmarks, k_real = segment_means(k, kv_mask, num_landmarks)
+  q, k, v = (rearrange(t.astype(jnp.float32), "b l h d -> b h l d") for t in (q, k, v))
+  q = q * scale
+  q_landmarks, q_real = _segment_means(q, q_mask, num_landmarks)
+  k_landmarks, k_real = _segment_means(k, kv_mask, num_landmarks)
+  k_landmarks_t = jnp.swapaxes(k_landmarks, -1, -2)                      # [b, h, d, m]
   # Eq. 14: the three softmax kernels; empty landmarks are masked as keys ...
-  kernel_f = _masked_softmax(jnp.einsum("bqhd,bmhd->bhqm", q, k_landmarks) * scale, k_real)
-  kernel_a = _masked_softmax(
-      jnp.einsum("bnhd,bmhd->bhnm", q_landmarks, k_landmarks) * scale, k_real)
-  kernel_b = _masked_softmax(jnp.einsum("bnhd,bkhd->bhnk", q_landmarks, k) * scale, kv_real)
+  kernel_f = _masked_softmax(q @ k_landmarks_t, k_real)                   # [b, h, l, m]
+  kernel_a = _masked_softmax(q_landmarks @ k_landmarks_t, k_real)         # [b, h, n, m]
+  # B is kept transposed, `[b, h, l, n]` (softmax over l): no transposed copy of K is made.
+  logits_b_t = jnp.where(kv_real[:, None, :, None], k @ jnp.swapaxes(q_landmarks, -1, -2),
+                         masks.big_negative(k.dtype))
+  kernel_b_t = jax.nn.softmax(logits_b_t, axis=-2)
   # ... and their rows/columns of A are zero, so A^+ is zero there too (the pinv iteration
   # keeps a zero row/column of A^T at zero) and they drop out of F A^+ B exactly.
   kernel_a = jnp.where(q_real[:, None, :, None] & k_real[:, None, None, :], kernel_a, 0.0)
   a_pinv = iterative_pinv(kernel_a, pinv_iterations, pinv_init)          # [b, h, m, n]
   # Eq. 15, right to left: F (A^+ (B V)), never an [L, L] product.
-  landmark_values = jnp.einsum("bhnk,bkhd->bhnd", kernel_b, v)
-  landmark_values = jnp.einsum("bhmn,bhnd->bhmd", a_pinv, landmark_values)
-  out = jnp.einsum("bhqm,bhmd->bqhd", kernel_f, landmark_values)
+  out = kernel_f @ (a_pinv @ jnp.einsum("bhln,bhld->bhnd", kernel_b_t, v))
   if conv_kernel is not None:
-    if q.shape[1] != k.shape[1]:
-      raise ValueError("nystromformer's convolution skip needs self-attention (lq == lk); "
-                       "pass conv_kernel=None")
-    out = out + depthwise_conv(v, conv_kernel)
+    out = out + _conv_heads_major(v, conv_kernel)
+  out = rearrange(out, "b h l d -> b l h d")
   return masks.zero_padded_queries(out, q_mask).astype(out_dtype)
 
 
@@ -176,7 +232,7 @@ def conv_init(key, shape, dtype=jnp.float32):
 @register("nystromformer", causal=False, cross=False)
 class NystromAttention(nn.Module):
   """Nyström-approximated softmax attention with segment-mean landmarks and a conv skip."""
-  num_landmarks: int = 128       # m; one of the authors' LRA settings (32/64/128/256)
+  num_landmarks: int = 64        # m; the paper's efficiency setting (LRA code: 32-256)
   pinv_iterations: int = 6       # eq. 16 iterations, as the paper
   pinv_init: str = "original"    # Z_0 scale: "original" (authors' code) or "per_matrix"
   conv_kernel_size: int = 35     # the authors' LRA setting; 0 = no convolution skip
