@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from models.attention import registry
-from models.attention.performer import (RELU_KERNEL_EPS, performer_attention, random_features,
-                                        softmax_log_features)
+from models.attention.performer import (RELU_KERNEL_EPS, haar_orthogonal, performer_attention,
+                                        random_features, softmax_log_features)
 from models.attention.transformer import softmax_attention
 
 LENGTH, HEADS, DIM = 37, 2, 8
@@ -89,6 +89,18 @@ def test_random_features_are_block_orthogonal_with_chosen_norms():
   assert np.std(chi) > 0.1   # chi-distributed norms vary
   with pytest.raises(ValueError, match="scaling='unit'"):
     random_features(jax.random.key(0), 4, DIM, scaling="unit")
+
+
+def test_orthogonal_blocks_are_the_positive_diagonal_qr_factor():
+  # Gram-Schmidt's Q equals LAPACK's Householder Q with column signs fixed so diag(R) > 0,
+  # the Haar-distributed factor; raw Householder Q has a fixed sign convention instead.
+  gaussian = np.random.default_rng(3).standard_normal((3, DIM, DIM)).astype(np.float32)
+  q = np.asarray(jax.jit(haar_orthogonal)(gaussian))
+  householder_q, r = np.linalg.qr(gaussian)
+  signs = np.sign(np.diagonal(r, axis1=1, axis2=2))[:, None, :]
+  np.testing.assert_allclose(q, householder_q * signs, atol=1e-5)
+  np.testing.assert_allclose(np.swapaxes(q, 1, 2) @ q, np.broadcast_to(np.eye(DIM), q.shape),
+                             atol=1e-5)
 
 
 def runner(kwargs, deterministic):

@@ -191,21 +191,22 @@ def nystrom_attention(q, k, v, conv_kernel=None, *, q_mask=None, kv_mask=None,
                      "pass conv_kernel=None")
   out_dtype = v.dtype
   kv_real = jnp.ones(k.shape[:2], bool) if kv_mask is None else kv_mask
-  if q_mask is not None:
-    q = jnp.where(q_mask[:, :, None, None], q, 0.0)
-  k = jnp.where(kv_real[:, :, None, None], k, 0.0)
-  v = jnp.where(kv_real[:, :, None, None], v, 0.0)   # padding never reaches B V or the conv
-  scale = 1.0 / jnp.sqrt(jnp.float32(q.shape[-1]))
+  # Padded queries and keys need no zeroing: landmarks are masked means, padded keys are
+  # masked out of B, and outputs at padded queries are zeroed at the end. V is zeroed, since
+  # the convolution reads it directly.
+  v = jnp.where(kv_real[:, :, None, None], v, 0.0)
   q, k, v = (rearrange(t.astype(jnp.float32), "b l h d -> b h l d") for t in (q, k, v))
-  q = q * scale
   q_landmarks, q_real = _segment_means(q, q_mask, num_landmarks)
   k_landmarks, k_real = _segment_means(k, kv_mask, num_landmarks)
-  k_landmarks_t = jnp.swapaxes(k_landmarks, -1, -2)                      # [b, h, d, m]
+  # 1/sqrt(d) goes on the (small) landmark side of every product.
+  scale = 1.0 / jnp.sqrt(jnp.float32(q.shape[-1]))
+  k_landmarks_t = jnp.swapaxes(k_landmarks, -1, -2) * scale              # [b, h, d, m]
   # Eq. 14: the three softmax kernels; empty landmarks are masked as keys ...
   kernel_f = _masked_softmax(q @ k_landmarks_t, k_real)                   # [b, h, l, m]
   kernel_a = _masked_softmax(q_landmarks @ k_landmarks_t, k_real)         # [b, h, n, m]
   # B is kept transposed, `[b, h, l, n]` (softmax over l): no transposed copy of K is made.
-  logits_b_t = jnp.where(kv_real[:, None, :, None], k @ jnp.swapaxes(q_landmarks, -1, -2),
+  logits_b_t = jnp.where(kv_real[:, None, :, None],
+                         k @ (jnp.swapaxes(q_landmarks, -1, -2) * scale),
                          masks.big_negative(k.dtype))
   kernel_b_t = jax.nn.softmax(logits_b_t, axis=-2)
   # ... and their rows/columns of A are zero, so A^+ is zero there too (the pinv iteration
