@@ -60,6 +60,18 @@ def test_pinv_iteration_converges_to_numpy_pinv(init):
   assert error(2) > 100 * error(30)   # it is the iteration that gets there
 
 
+def test_default_pinv_init_keeps_examples_independent_of_their_batch():
+  # Six iterations from Z_0 have not converged, so Z_0's scale shows in the output: per
+  # matrix (default) an example's output is the same alone or in a batch; the authors'
+  # first ("original") scale, a maximum over the batch, makes it depend on the batch.
+  q, k, v = qkv(11, length=32, batch=2)
+  k[1] *= 4.0   # a sharper second example changes the batch-wide maximum of column sums
+  run = lambda init, n: np.asarray(nystrom_attention(q[:n], k[:n], v[:n], num_landmarks=8,
+                                                     pinv_init=init))[0]
+  np.testing.assert_allclose(run("per_matrix", 1), run("per_matrix", 2), atol=1e-6)
+  assert np.abs(run("original", 1) - run("original", 2)).max() > 1e-4
+
+
 def test_more_landmarks_approximate_better_on_smooth_input():
   # Tokens constant over blocks of 4 (plus noise): m = L/2 landmarks see every block,
   # m = L/8 average pairs of blocks together.

@@ -26,7 +26,7 @@ import jax
 import jax.numpy as jnp
 from einops import rearrange
 
-LOG_ZERO = -1e30   # finite log(0): differences of two of them stay finite
+from models.attention.feature_maps import LOG_ZERO
 
 
 def _chunks(x, size):

@@ -13,10 +13,10 @@ A^+ is the iterative Moore-Penrose approximation (eq. 16, Razavi et al. 2014):
 
   Z_0 = A^T / (||A||_1 ||A||_inf),  Z_{j+1} = 1/4 Z_j (13 I - A Z_j (15 I - A Z_j (7 I - A Z_j))),
 
-`pinv_iterations` = 6 as in the paper. `pinv_init="original"` takes the norms as the authors'
-code does: the maxima of column (and row) sums over the whole batch and all heads (so one
-example's Z_0 scale depends on the others'; rows of A are softmax rows, so ||A||_inf = 1);
-"per_matrix" takes them per (example, head), which is eq. 16 read literally.
+`pinv_iterations` = 6 as in the paper. `pinv_init="per_matrix"` (default) takes the norms per
+(example, head): eq. 16 read literally, and the initialisation the authors later added and
+recommend. `"original"` is their first code's: one maximum of column sums over the whole
+batch and all heads, so an example's output depends slightly on the rest of its batch.
 The authors' code adds a skip connection: a depthwise 1-D convolution over the sequence of V,
 one length-`conv_kernel_size` kernel per head shared by its head_dim channels, no bias
 (`conv_kernel_size=0` turns it off).
@@ -94,7 +94,7 @@ def _segment_means(x, mask, num_landmarks: int):
   return means, tokens > 0
 
 
-def iterative_pinv(a, iterations: int = 6, init: str = "original"):
+def iterative_pinv(a, iterations: int = 6, init: str = "per_matrix"):
   """Moore-Penrose pseudo-inverse of `a` `[..., n, m]` by eq. 16 (returns `[..., m, n]`)."""
   norm_1 = jnp.sum(jnp.abs(a), axis=-2)     # column sums: ||A||_1 is their max
   norm_inf = jnp.sum(jnp.abs(a), axis=-1)   # row sums: ||A||_inf is their max (1 for softmax)
@@ -178,7 +178,7 @@ _conv_heads_major.defvjp(_conv_forward, _conv_backward)
 
 @functools.partial(jax.jit, static_argnames=("num_landmarks", "pinv_iterations", "pinv_init"))
 def nystrom_attention(q, k, v, conv_kernel=None, *, q_mask=None, kv_mask=None,
-                      num_landmarks=64, pinv_iterations=6, pinv_init="original"):
+                      num_landmarks=64, pinv_iterations=6, pinv_init="per_matrix"):
   """Pure function. q `[b, lq, h, d]`, k/v `[b, lk, h, d]`, masks bool `[b, l]`.
 
   `conv_kernel` `[w, h]` (odd w) adds the depthwise-convolution skip on V; it needs lq == lk
@@ -235,7 +235,7 @@ class NystromAttention(nn.Module):
   """Nyström-approximated softmax attention with segment-mean landmarks and a conv skip."""
   num_landmarks: int = 64        # m; the paper's efficiency setting (LRA code: 32-256)
   pinv_iterations: int = 6       # eq. 16 iterations, as the paper
-  pinv_init: str = "original"    # Z_0 scale: "original" (authors' code) or "per_matrix"
+  pinv_init: str = "per_matrix"  # Z_0 scale per matrix (authors' fix), or "original"
   conv_kernel_size: int = 35     # the authors' LRA setting; 0 = no convolution skip
 
   @nn.compact
