@@ -25,7 +25,6 @@ def local_attention(q, k, v, *, block_size=50, look_back=False, causal=False, q_
     raise ValueError(f"local: block_size={block_size}; expected a positive integer")
   batch, length, _, depth = q.shape
   block = min(block_size, length)  # one block holding everything when block_size >= length
-  q = q / jnp.sqrt(depth).astype(q.dtype)
   qb, kb, vb = (blocking.to_blocks(blocking.pad_to_blocks(t, block), block) for t in (q, k, v))
   n = qb.shape[1]
   valid = blocking.to_blocks(blocking.key_validity(kv_mask, batch, length, block), block)
@@ -41,7 +40,8 @@ def local_attention(q, k, v, *, block_size=50, look_back=False, causal=False, q_
   if causal:
     allowed = allowed & (k_pos[:, :, None, :] <= q_pos[:, :, :, None])[:, :, None]
 
-  logits = jnp.einsum("bnqhd,bnkhd->bnhqk", qb, k_win)
+  # 1/sqrt(d) on the logits, where it fuses into the softmax (no extra pass over q).
+  logits = jnp.einsum("bnqhd,bnkhd->bnhqk", qb, k_win) / jnp.sqrt(depth).astype(q.dtype)
   weights = blocking.joint_softmax([logits], [allowed])
   weights, = blocking.dropout(weights, dropout_rate, dropout_rng, deterministic)
   out = jnp.einsum("bnhqk,bnkhd->bnqhd", weights, v_win)
