@@ -1,7 +1,8 @@
 """Registry-wide attention tests: every registered variant, no exceptions.
 
-Shapes, finiteness, padding invariance, causal no-leak (gradient), jit == no-jit, dropout
-off is deterministic, and sub-quadratic memory growth (XLA's compiled memory analysis).
+Shapes, finiteness, padding invariance, bfloat16 inputs, causal no-leak (gradient), jit ==
+no-jit, dropout off is deterministic, and sub-quadratic memory growth (XLA's compiled memory
+analysis).
 """
 import functools
 
@@ -61,6 +62,19 @@ def test_padding_invariance(name, causal):
   np.testing.assert_allclose(out[0, :valid], out2[0, :valid], atol=1e-4, rtol=1e-4)
   np.testing.assert_allclose(out[1], out2[1], atol=1e-5, rtol=1e-5)
   assert bool(jnp.all(jnp.isfinite(out2)))
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_bfloat16_inputs_keep_their_dtype_and_finite_gradients(name):
+  # A model built with dtype=bfloat16 hands its mixer bfloat16 q, k, v.
+  q, k, v = (t.astype(jnp.bfloat16) for t in qkv(3))
+  mask = jnp.arange(LENGTH)[None, :] < jnp.array([[LENGTH], [LENGTH - 5]])
+  _, apply = init_apply(make_mixer(name), q, k, v, mask, mask)
+  assert apply(q, k, v).dtype == jnp.bfloat16
+  loss = lambda q, k, v: apply(q, k, v).astype(jnp.float32).sum()
+  for grad in jax.jit(jax.grad(loss, argnums=(0, 1, 2)))(q, k, v):
+    assert grad.dtype == jnp.bfloat16
+    assert bool(jnp.all(jnp.isfinite(grad.astype(jnp.float32))))
 
 
 @pytest.mark.parametrize("name", CAUSAL)

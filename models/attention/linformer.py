@@ -55,7 +55,7 @@ def linformer_attention(q, k, v, key_projection, value_projection, *, q_mask=Non
     keep = jax.random.bernoulli(dropout_rng, 1.0 - dropout_rate, weights.shape)
     weights = jnp.where(keep, weights / (1.0 - dropout_rate), 0.0)
   out = jnp.einsum("bhqr,brhd->bqhd", weights, projected_v)
-  return masks.zero_padded_queries(out, q_mask)
+  return masks.zero_padded_queries(out.astype(v.dtype), q_mask)   # E, F may be float32
 
 
 @register("linformer", causal=False, cross=True, needs_max_len=True)

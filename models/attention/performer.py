@@ -108,9 +108,11 @@ def performer_attention(q, k, v, projection, *, q_mask=None, kv_mask=None, causa
   kv_keep = kv_mask[:, :, None, None]
   k, v = jnp.where(kv_keep, k, 0.0), jnp.where(kv_keep, v, 0.0)
   if kernel == "softmax" and not causal and streamed:
-    out = favor_streamed.streamed_favor(q, k, v, projection, kv_mask, numerical_stabilizer,
-                                        chunk_size)
-    return masks.zero_padded_queries(out, q_mask)
+    # float32 inside, whatever the model's dtype: exp features lose too much in bfloat16.
+    out = favor_streamed.streamed_favor(
+        *(t.astype(jnp.float32) for t in (q, k, v, projection)), kv_mask, numerical_stabilizer,
+        chunk_size)
+    return masks.zero_padded_queries(out.astype(v.dtype), q_mask)
   ratio = 1.0 / jnp.sqrt(float(projection.shape[0]))
   key_log_scale = None
   if kernel == "relu":

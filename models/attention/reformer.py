@@ -138,7 +138,7 @@ def lsh_attention(q, v, *, q_mask=None, kv_mask=None, n_buckets=10, n_hashes=1, 
   lse = jnp.take_along_axis(flat(lse)[..., 0], undo, axis=3)         # [b, h, r, lp]
   round_weights = jax.nn.softmax(lse, axis=2)[..., None]
   out = (out * round_weights).sum(axis=2).transpose(0, 2, 1, 3)[:, :length]
-  return masks.zero_padded_queries(out, q_mask)
+  return masks.zero_padded_queries(out.astype(v.dtype), q_mask)
 
 
 @register("reformer", causal=True, cross=False)

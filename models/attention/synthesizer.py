@@ -55,7 +55,7 @@ def synthesized_attention(logits, v, *, q_mask=None, kv_mask=None, causal=False,
   if kv_mask is not None:
     v = jnp.where(kv_mask[:, :, None, None], v, 0.0)
   out = jnp.einsum("bhqk,bkhd->bqhd", weights, v)
-  return masks.zero_padded_queries(out, q_mask)
+  return masks.zero_padded_queries(out.astype(v.dtype), q_mask)   # logits may be float32
 
 
 @register("synthesizer", causal=True, cross=True, needs_max_len=True, subquadratic=False)
