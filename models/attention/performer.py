@@ -47,8 +47,8 @@ def haar_orthogonal(gaussian):
   That Q is Haar-distributed (raw Householder QR is not: its sign convention biases the
   directions, e.g. column 1 always has a negative first entry, which biases the estimator).
   Computed by classical Gram-Schmidt applied twice per column (CGS2), which produces exactly
-  the positive-diagonal factor, in plain XLA ops: the LAPACK QR custom call cost tens of ms
-  per train step on CPU, where it stalls the thread pool.
+  the positive-diagonal factor, in plain XLA ops: inside the CPU train step the LAPACK QR
+  custom call took 25-45 ms (profiled; 0.3 ms when run on its own).
   """
   n = gaussian.shape[-1]
 
