@@ -207,6 +207,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
   results = {"task": config.task, "attention": config.model.attention,
              "steps": int(state.step), "parameters": count_params(state.params),
              "splits": {}, "best_validation": meta, "task_sizes": task.sizes(),
+             "skipped_examples": task.skipped,  # e.g. Pathfinder's empty PNGs, per split
              "steps_per_s": timed_steps / timed_seconds if timed_seconds else None,
              "compiled_train_step_memory_bytes": memory_bytes,
              "peak_rss_bytes": run_log.peak_rss_bytes(), "versions": run_log.versions(),
