@@ -16,13 +16,15 @@ import numpy as np
 @dataclasses.dataclass
 class Split:
   """One split. `inputs` `[N, L]` (any int dtype, may be a memmap), `lengths` `[N]`,
-  `targets` `[N]`; pair tasks also `inputs2`/`lengths2`."""
+  `targets` `[N]`; pair tasks also `inputs2`/`lengths2`. `source` says where the rows came
+  from (a file, a TFDS split), for error messages."""
   name: str
   inputs: np.ndarray
   lengths: np.ndarray
   targets: np.ndarray
   inputs2: np.ndarray | None = None
   lengths2: np.ndarray | None = None
+  source: str = ""
 
   def __post_init__(self):
     n = len(self.targets)
@@ -104,7 +106,12 @@ def eval_batches(split: Split, batch_size: int,
 
 @dataclasses.dataclass
 class TaskData:
-  """What a task module returns: splits plus the metadata the model and loop need."""
+  """What a task module returns: splits plus the metadata the model and loop need.
+
+  `skipped` records every example a reader dropped on purpose (never silently): what was
+  skipped -> count per split, e.g. {"empty_png_files": {"train": 3, ...}}; train.py prints it
+  with the task description and writes it to results.json. A split with no examples is an
+  error here, at load time, for every task."""
   name: str
   splits: dict[str, Split]  # "train", "validation", "test"
   vocab_size: int
@@ -113,11 +120,23 @@ class TaskData:
   pair: bool = False
   notes: str = ""
   make_train_iter: Callable[..., Iterator] | None = None
+  skipped: dict[str, dict[str, int]] = dataclasses.field(default_factory=dict)
+
+  def __post_init__(self):
+    for name, split in self.splits.items():
+      if len(split) == 0:
+        raise ValueError(f"task {self.name}: split {name!r} has no examples (from "
+                         f"{split.source or 'an unnamed source'}); every split needs at "
+                         "least one example")
 
   def sizes(self) -> dict[str, int]:
     return {name: len(split) for name, split in self.splits.items()}
 
   def describe(self) -> str:
     sizes = ", ".join(f"{k}={v:,}" for k, v in self.sizes().items())
+    skipped = "".join(
+        f"; skipped {sum(counts.values()):,} {what.replace('_', ' ')} ("
+        + ", ".join(f"{k}={v:,}" for k, v in counts.items()) + ")"
+        for what, counts in self.skipped.items())
     return (f"task {self.name}: {sizes}; vocab {self.vocab_size}, {self.num_classes} classes, "
-            f"length {self.max_length}{', pair' if self.pair else ''}")
+            f"length {self.max_length}{', pair' if self.pair else ''}{skipped}")

@@ -49,6 +49,8 @@ def _read_split(split: str, config: ml_collections.ConfigDict) -> dict[str, np.n
                        f"{batch['image'].shape[1:]}")
     tokens.append(grayscale_tokens(batch["image"]))
     labels.append(np.asarray(batch["label"], np.int32))
+  if not tokens:
+    raise tfds_source.no_examples_error(DATASET, split, config)
   return {f"{split}_inputs": np.concatenate(tokens), f"{split}_targets": np.concatenate(labels)}
 
 
@@ -63,14 +65,17 @@ def load(config: ml_collections.ConfigDict) -> TaskData:
       folder, key, lambda: {**_read_split("train", config), **_read_split("test", config)})
   cut = train_cut(len(arrays["train_targets"]))
 
-  def split(name: str, inputs: np.ndarray, targets: np.ndarray) -> Split:
+  def split(name: str, inputs: np.ndarray, targets: np.ndarray, tfds_split: str) -> Split:
     lengths = np.full(len(targets), LENGTH, np.int32)  # no padding: every pixel is a token
-    return Split(name, inputs, lengths, targets)
+    source = tfds_source.describe_split(DATASET, tfds_split, config)
+    return Split(name, inputs, lengths, targets, source=f"{source}, cache {folder}")
 
-  splits = {"train": split("train", arrays["train_inputs"][:cut], arrays["train_targets"][:cut]),
+  pct = TRAIN_FRACTION_PERCENT
+  splits = {"train": split("train", arrays["train_inputs"][:cut], arrays["train_targets"][:cut],
+                           f"train[:{pct}%]"),
             "validation": split("validation", arrays["train_inputs"][cut:],
-                                arrays["train_targets"][cut:]),
-            "test": split("test", arrays["test_inputs"], arrays["test_targets"])}
+                                arrays["train_targets"][cut:], f"train[{pct}%:]"),
+            "test": split("test", arrays["test_inputs"], arrays["test_targets"], "test")}
   return TaskData("image", splits, vocab_size=VOCAB_SIZE, num_classes=NUM_CLASSES,
                   max_length=LENGTH,
                   notes=f"{DATASET} grayscale; train[:90%]/train[90%:]/test; cache {folder}")

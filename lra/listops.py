@@ -161,6 +161,8 @@ def read_tsv(path: str | os.PathLike, max_length: int, name: str | None = None) 
     if header != ["Source", "Target"]:
       raise ValueError(f"{path}:1: expected the header 'Source<TAB>Target', got {header!r}")
     for line_no, row in enumerate(reader, start=2):
+      if not "".join(row).strip():
+        raise release.blank_line_error(path, line_no)
       if len(row) != 2:
         raise ValueError(f"{path}:{line_no}: expected 2 tab-separated fields "
                          f"(Source, Target), got {len(row)}")
@@ -177,12 +179,16 @@ def read_tsv(path: str | os.PathLike, max_length: int, name: str | None = None) 
         raise ValueError(f"{path}:{line_no}: empty Source")
       rows.append(ids)
       targets.append(int(target))
+  if not rows:  # LRA would train on nothing and report accuracy on 0 examples
+    raise ValueError(f"{path}: has the header but no rows; expected one 'Source<TAB>Target' "
+                     "row per example after it")
   too_long = sum(len(r) > max_length for r in rows)
   if too_long:  # the original truncates; we do too, but say so
     logging.warning("%s: %d of %d examples are longer than max_length=%d and are truncated",
                     path, too_long, len(rows), max_length)
   inputs, lengths = pad_rows(rows, max_length, np.uint8)
-  return Split(name or path.stem, inputs, lengths, np.asarray(targets, np.int32))
+  return Split(name or path.stem, inputs, lengths, np.asarray(targets, np.int32),
+               source=str(path))
 
 
 def find_release_dir(data_dir: str | os.PathLike) -> Path:

@@ -8,9 +8,13 @@ Release layout (one folder per resolution and difficulty):
 Pathfinder = pathfinder32 hard (1024 tokens), Path-X = pathfinder128 hard (16384 tokens).
 Tokens are the pixel values 0-255 (vocabulary 256); every position is real (the mask is all
 True; a black pixel is a token, not padding). Each difficulty is split 80/10/10 with the
-dedicated `config.data.split_seed`. Generated sets (lra/pathfinder_draw.py) are written in the
-same layout and read by the same reader; decoded pixels are cached as a uint8 `.npy` under the
-cache dir and memory-mapped on later runs.
+dedicated `config.data.split_seed`. The release holds some empty (0-byte) PNG files; as in
+LRA's pipeline, each split drops them after the split is drawn, and the count per split is
+recorded (`TaskData.skipped`, printed and written to results.json). Any other unreadable,
+missing or wrong-size PNG is an error naming the metadata file and line that listed it.
+Generated sets (lra/pathfinder_draw.py) are written in the same layout and read by the same
+reader; decoded pixels are cached as a uint8 `.npy` under the cache dir and memory-mapped on
+later runs.
 """
 from __future__ import annotations
 
@@ -30,7 +34,7 @@ import numpy as np
 from lra import png
 from lra import pathfinder_draw as draw
 from lra.batches import Split, TaskData
-from lra.release import cache_root
+from lra.release import blank_line_error, cache_root
 
 VOCAB_SIZE, NUM_CLASSES = 256, 2
 UNIT = 1000  # images per generator work unit = per imgs/<k> folder and metadata/<k>.npy
@@ -76,7 +80,7 @@ def _metadata_files(diff_dir: Path) -> list[Path]:
 
 def _metadata_lines(path: Path):
   """(line number, fields) per image; text files as in the release, or (tolerated) a real
-  NumPy array of strings with one row per image."""
+  NumPy array of strings with one row per image. A blank line is an error."""
   raw = path.read_bytes()
   if raw.startswith(b"\x93NUMPY"):
     rows = np.load(path, allow_pickle=False)
@@ -84,13 +88,15 @@ def _metadata_lines(path: Path):
       yield i, [str(x) for x in row]
     return
   for i, line in enumerate(raw.decode("utf-8").splitlines(), start=1):
-    if line.strip():
-      yield i, line.split()
+    if not line.strip():
+      raise blank_line_error(path, i)
+    yield i, line.split()
 
 
-def read_metadata(diff_dir: Path) -> tuple[list[Path], np.ndarray]:
-  """Image paths and labels listed by `diff_dir/metadata/*.npy`, in file then line order."""
-  paths, labels = [], []
+def read_metadata(diff_dir: Path) -> tuple[list[Path], np.ndarray, list[str]]:
+  """Image paths, labels and where each was listed ("<metadata file>:<line>") by
+  `diff_dir/metadata/*.npy`, in file then line order."""
+  paths, labels, listed_at = [], [], []
   for meta in _metadata_files(diff_dir):
     for line_no, fields in _metadata_lines(meta):
       if len(fields) < 4:
@@ -101,45 +107,68 @@ def read_metadata(diff_dir: Path) -> tuple[list[Path], np.ndarray]:
                          f"{fields[3]!r}")
       paths.append(diff_dir / fields[0] / fields[1])
       labels.append(int(fields[3]))
-  return paths, np.asarray(labels, np.int8)
+      listed_at.append(f"{meta}:{line_no}")
+  return paths, np.asarray(labels, np.int8), listed_at
 
 
-def decode_pngs(paths: list[Path], resolution: int, out: np.ndarray) -> None:
-  """Decodes every PNG into row i of `out` `[N, resolution**2]` (uint8)."""
-  for i, path in enumerate(paths):
+def decode_pngs(paths: list[Path], listed_at: list[str], resolution: int,
+                out: np.ndarray) -> np.ndarray:
+  """Decodes every PNG into row i of `out` `[N, resolution**2]` (uint8) and returns which
+  files are empty (0 bytes; their rows stay 0). LRA drops empty images
+  (`ds.filter(lambda x: tf.strings.length(x['image']) > 0)` in
+  lra_benchmarks/image/input_pipeline.py); every other bad file is an error naming the
+  metadata line (`listed_at[i]`) that listed it."""
+  empty = np.zeros(len(paths), bool)
+  for i, (path, where) in enumerate(zip(paths, listed_at)):
     try:
       data = path.read_bytes()
     except FileNotFoundError:
-      raise FileNotFoundError(f"Pathfinder image {path} (listed in the metadata) is "
+      raise FileNotFoundError(f"{where}: lists Pathfinder image {path}, which is "
                               "missing") from None
-    image = png.decode(data, str(path))
+    if not data:
+      empty[i] = True
+      continue
+    image = png.decode(data, f"{where}: listed image {path}")
     if image.shape != (resolution, resolution):
-      raise ValueError(f"{path}: image is {image.shape[1]}x{image.shape[0]}, expected "
-                       f"{resolution}x{resolution} (config.data.resolution)")
+      raise ValueError(f"{where}: listed image {path} is {image.shape[1]}x{image.shape[0]}, "
+                       f"expected {resolution}x{resolution} (config.data.resolution)")
     out[i] = image.reshape(-1)
+  return empty
 
 
 def decoded_cache(config: ml_collections.ConfigDict, diff_dir: Path, resolution: int):
-  """Pixels `[N, R*R]` uint8 (memory-mapped) and labels `[N]`, decoded once per source."""
+  """Pixels `[N, R*R]` uint8 (memory-mapped), labels `[N]`, which files were empty `[N]`
+  bool, and the cache folder; decoded once per source."""
   files = _metadata_files(diff_dir)
   listing = [str(diff_dir.resolve()), resolution] + [(f.name, f.stat().st_size) for f in files]
   key = hashlib.sha1(json.dumps(listing).encode()).hexdigest()[:12]
   cache = cache_root(config) / "pathfinder" / f"decoded-{key}"
   tokens_path, labels_path = cache / "tokens.npy", cache / "labels.npy"
+  empty_path = cache / "empty.npy"
   if not labels_path.exists():  # labels are written last: their presence marks completion
-    paths, labels = read_metadata(diff_dir)
+    paths, labels, listed_at = read_metadata(diff_dir)
     logging.info("decoding %d Pathfinder PNGs from %s into %s", len(paths), diff_dir, cache)
     cache.mkdir(parents=True, exist_ok=True)
     tmp = cache / "tokens.tmp.npy"
-    tokens = np.lib.format.open_memmap(tmp, "w+", np.uint8, (len(paths), resolution ** 2))
-    decode_pngs(paths, resolution, tokens)
-    tokens.flush()
-    del tokens
+    try:
+      tokens = np.lib.format.open_memmap(tmp, "w+", np.uint8, (len(paths), resolution ** 2))
+      empty = decode_pngs(paths, listed_at, resolution, tokens)
+      tokens.flush()
+      del tokens
+    except BaseException:  # a bad file (or Ctrl-C): leave no half-written gigabytes behind
+      tmp.unlink(missing_ok=True)
+      raise
     os.replace(tmp, tokens_path)
     (cache / "source.json").write_text(json.dumps({"source": str(diff_dir)}, indent=1))
+    np.save(cache / "empty.tmp.npy", empty)
+    os.replace(cache / "empty.tmp.npy", empty_path)
     np.save(cache / "labels.tmp.npy", labels)
     os.replace(cache / "labels.tmp.npy", labels_path)
-  return np.load(tokens_path, mmap_mode="r"), np.load(labels_path), cache
+  labels = np.load(labels_path)
+  # A cache without empty.npy was written by the earlier decoder, which stopped at any empty
+  # file: none of its rows is empty.
+  empty = np.load(empty_path) if empty_path.exists() else np.zeros(len(labels), bool)
+  return np.load(tokens_path, mmap_mode="r"), labels, empty, cache
 
 
 class RowView:
@@ -272,16 +301,29 @@ def load(config: ml_collections.ConfigDict) -> TaskData:
     diff_dir = find_difficulty_dir(config.data_dir, resolution, config.data.difficulty)
   else:
     diff_dir = ensure_generated(config)
-  tokens, labels, cache = decoded_cache(config, diff_dir, resolution)
+  tokens, labels, empty, cache = decoded_cache(config, diff_dir, resolution)
   lengths = np.full(len(labels), length, np.int32)  # no padding: the mask is all True
-  splits = {name: Split(name, RowView(tokens, index), lengths[index],
-                        labels[index].astype(np.int32))
-            for name, index in split_indices(len(labels), config.data.split_seed).items()}
+  seed = config.data.split_seed
+  splits, skipped = {}, {}
+  for name, index in split_indices(len(labels), seed).items():
+    # As LRA: split first, then drop the empty files from each split, so an empty file
+    # never moves another image into a different split.
+    kept = index[~empty[index]]
+    skipped[name] = int(len(index) - len(kept))
+    splits[name] = Split(name, RowView(tokens, kept), lengths[kept],
+                         labels[kept].astype(np.int32),
+                         source=f"{diff_dir / 'metadata'} (80/10/10 split, split_seed {seed}; "
+                                f"{skipped[name]} empty PNG files skipped)")
   sizes = ", ".join(f"{k} {len(v):,}" for k, v in splits.items())
   logging.info("Pathfinder %s: %s", diff_dir, sizes)
+  if sum(skipped.values()):
+    logging.warning("Pathfinder %s: skipped %d empty (0-byte) PNG files, as LRA does: %s",
+                    diff_dir, sum(skipped.values()), skipped)
   return TaskData(config.task, splits, vocab_size=VOCAB_SIZE, num_classes=NUM_CLASSES,
-                  max_length=length, notes=f"read from {diff_dir} (decoded cache {cache}); "
-                  f"split 80/10/10 with split_seed {config.data.split_seed}: {sizes}")
+                  max_length=length, skipped={"empty_png_files": skipped},
+                  notes=f"read from {diff_dir} (decoded cache {cache}); split 80/10/10 with "
+                  f"split_seed {seed}: {sizes}; {sum(skipped.values())} empty (0-byte) PNG "
+                  "files skipped, as LRA's input pipeline does")
 
 
 # ----------------------------------------------------------------------------- examples grid

@@ -27,6 +27,16 @@ def find_task_dir(data_dir: str | os.PathLike, subfolder: str, required: list[st
                           f"{', '.join(str(c) for c in candidates)}). {fix}")
 
 
+def blank_line_error(path: str | os.PathLike, line_no: int) -> ValueError:
+  """The one rule for blank (empty or whitespace-only) lines in every release-format reader
+  (ListOps and Retrieval TSVs, Pathfinder metadata): an error naming file and line. LRA's own
+  readers fail on them too (tf.data's CSV reader: "Field 0 is required but missing in record";
+  its Pathfinder builder indexes the missing fields), so the release has none, and skipping one
+  would hide a damaged file."""
+  return ValueError(f"{path}:{line_no}: blank line; expected a data row (LRA's readers reject "
+                    "blank lines too). Remove it, or check whether the file is damaged.")
+
+
 def cache_root(config: ml_collections.ConfigDict) -> Path:
   """config.cache_dir, else $LRA_CACHE_DIR, else ~/.cache/lra_zoo."""
   root = config.cache_dir or os.environ.get("LRA_CACHE_DIR") or "~/.cache/lra_zoo"

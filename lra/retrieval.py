@@ -77,8 +77,8 @@ def _parse_label(raw: bytes, path: Path, line_no: int) -> int:
 
 def parse_tsv(path: str | os.PathLike, max_length: int, out_dir: Path, prefix: str) -> int:
   """Stream-parses one release TSV into `out_dir/<prefix>_{inputs,inputs2,lengths,lengths2,
-  targets}.npy` (the inputs memory-mapped while written); returns the row count. Rows past the
-  count (blank lines) stay zero and are sliced off on load. Errors name file and line."""
+  targets}.npy` (the inputs memory-mapped while written); returns the row count. Errors name
+  file and line; a blank line is one (`release.blank_line_error`)."""
   path = Path(path)
   if max_length < 1:
     raise ValueError(f"config.data.max_length={max_length}; expected a positive length")
@@ -94,8 +94,8 @@ def parse_tsv(path: str | os.PathLike, max_length: int, out_dir: Path, prefix: s
   with open(path, "rb") as f:
     for line_no, line in enumerate(f, start=1):
       line = line.rstrip(b"\r\n")
-      if not line:
-        continue
+      if not line.strip():
+        raise release.blank_line_error(path, line_no)
       fields = line.split(b"\t")
       if len(fields) != NUM_FIELDS:
         raise ValueError(f"{path}:{line_no}: expected {NUM_FIELDS} tab-separated fields "
@@ -107,7 +107,8 @@ def parse_tsv(path: str | os.PathLike, max_length: int, out_dir: Path, prefix: s
         lengths[tower][count] = len(ids)
       count += 1
   if count == 0:
-    raise ValueError(f"{path}: no rows")
+    raise ValueError(f"{path}: no rows (split {prefix!r}); expected one tab-separated row "
+                     "'label id1 id2 text1 text2' per pair")
   for array in inputs:
     array.flush()
   del inputs
@@ -128,8 +129,13 @@ def read_release(source_dir: Path, max_length: int, cache: Path) -> dict[str, Sp
     tmp = folder.with_name(folder.name + f".tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    key["counts"] = {split: parse_tsv(path, max_length, tmp, split) for split, path in files.items()}
-    (tmp / "key.json").write_text(json.dumps(key, indent=1, sort_keys=True))
+    try:
+      key["counts"] = {split: parse_tsv(path, max_length, tmp, split)
+                       for split, path in files.items()}
+      (tmp / "key.json").write_text(json.dumps(key, indent=1, sort_keys=True))
+    except BaseException:  # a failed parse (or Ctrl-C) leaves no gigabytes of half-written arrays
+      shutil.rmtree(tmp, ignore_errors=True)
+      raise
     try:
       os.replace(tmp, folder)
     except OSError:  # another process finished first
@@ -141,7 +147,7 @@ def read_release(source_dir: Path, max_length: int, cache: Path) -> dict[str, Sp
 
   return {split: Split(split, array(f"{split}_inputs")[:n], array(f"{split}_lengths"),
                        array(f"{split}_targets"), array(f"{split}_inputs2")[:n],
-                       array(f"{split}_lengths2"))
+                       array(f"{split}_lengths2"), source=str(files[split]))
           for split, n in ((s, counts[s]) for s in SPLIT_FILES)}
 
 

@@ -50,9 +50,11 @@ def _read_split(split: str, config: ml_collections.ConfigDict) -> dict[str, np.n
   for batch in tfds_source.iterate_split(DATASET, split, config, task="text"):
     texts.extend(batch["text"].tolist())
     labels.append(np.asarray(batch["label"], np.int32))
+  if not texts:
+    raise tfds_source.no_examples_error(DATASET, split, config)
   ids, lengths = encode_bytes(texts, config.data.max_length)
-  targets = np.concatenate(labels) if labels else np.zeros(0, np.int32)
-  if len(targets) and (targets.min() < 0 or targets.max() >= NUM_CLASSES):
+  targets = np.concatenate(labels)
+  if targets.min() < 0 or targets.max() >= NUM_CLASSES:
     raise ValueError(f"{DATASET} {split}: labels outside 0..{NUM_CLASSES - 1}")
   return {f"{split}_inputs": ids, f"{split}_lengths": lengths, f"{split}_targets": targets}
 
@@ -67,7 +69,8 @@ def load(config: ml_collections.ConfigDict) -> TaskData:
 
   def split(name: str, source: str) -> Split:
     return Split(name, arrays[f"{source}_inputs"], arrays[f"{source}_lengths"],
-                 arrays[f"{source}_targets"])
+                 arrays[f"{source}_targets"],
+                 source=f"{tfds_source.describe_split(DATASET, source, config)}, cache {folder}")
 
   truncated = float(np.mean(arrays["train_lengths"] >= max_length))
   return TaskData("text", {"train": split("train", "train"),

@@ -28,6 +28,23 @@ def tfds_data_dir(config: ml_collections.ConfigDict) -> str | None:
   return str(Path(config.data_dir).expanduser()) if config.data_dir else None
 
 
+def where(config: ml_collections.ConfigDict) -> str:
+  """The TFDS data dir in words, for messages."""
+  return (tfds_data_dir(config)
+          or "the TFDS default data dir ($TFDS_DATA_DIR or ~/tensorflow_datasets)")
+
+
+def describe_split(name: str, split: str, config: ml_collections.ConfigDict) -> str:
+  """Where a split's rows come from, e.g. "TFDS cifar10:3.0.2 'train[:90%]' in DIR"."""
+  return f"TFDS {name} {split!r} in {where(config)}"
+
+
+def no_examples_error(name: str, split: str, config: ml_collections.ConfigDict) -> ValueError:
+  """Raised before anything is cached, so fixing the data set is enough to recover."""
+  return ValueError(f"{describe_split(name, split, config)} has no examples; is the prepared "
+                    "data set complete? (python -m lra.prepare prepares it again)")
+
+
 def prepare_command(task: str, config: ml_collections.ConfigDict) -> str:
   data_dir = tfds_data_dir(config)
   return f"python -m lra.prepare --tasks={task}" + (f" --data_dir={data_dir}" if data_dir else "")
@@ -46,10 +63,9 @@ def iterate_split(name: str, split: str, config: ml_collections.ConfigDict, task
   except (AssertionError, tfds.core.DatasetNotFoundError) as error:
     if isinstance(error, AssertionError) and _NOT_FOUND_HINT not in str(error):
       raise
-    where = data_dir or "the TFDS default data dir ($TFDS_DATA_DIR or ~/tensorflow_datasets)"
     raise FileNotFoundError(
-        f"TFDS data set {name!r} is not prepared in {where} (task {task!r}). Prepare it once "
-        f"with:\n  {prepare_command(task, config)}\n(needs network access), or set "
+        f"TFDS data set {name!r} is not prepared in {where(config)} (task {task!r}). Prepare "
+        f"it once with:\n  {prepare_command(task, config)}\n(needs network access), or set "
         f"config.data.tfds_download=True, or point config.data_dir at a folder holding a "
         f"prepared '{name.split('/')[0]}' TFDS directory.") from error
   yield from tfds.as_numpy(dataset.batch(batch_size))
@@ -71,9 +87,13 @@ def cached_arrays(folder: Path, key: dict,
     tmp = folder.with_name(folder.name + f".tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    for name, array in arrays.items():
-      np.save(tmp / f"{name}.npy", array)
-    (tmp / "key.json").write_text(json.dumps(key, indent=1, sort_keys=True))
+    try:
+      for name, array in arrays.items():
+        np.save(tmp / f"{name}.npy", array)
+      (tmp / "key.json").write_text(json.dumps(key, indent=1, sort_keys=True))
+    except BaseException:  # e.g. a full disk: leave no half-written folder behind
+      shutil.rmtree(tmp, ignore_errors=True)
+      raise
     try:
       os.replace(tmp, folder)
     except OSError:  # another process finished first; keep theirs

@@ -74,6 +74,22 @@ def test_splits_tokens_and_unmasked_black_pixels(tmp_path):
   assert batch["inputs"][3, 0] == image.grayscale_tokens(np.full((1, 1, 1, 3), 30, np.uint8))[0, 0]
 
 
+@pytest.mark.parametrize("sizes,message", [
+    ({"train": 20, "test": 0}, r"TFDS cifar10:3\.0\.2 'test' in .* has no examples"),
+    # one train image: train[:90%] is empty (the shared load-time check names it)
+    ({"train": 1, "test": 3},
+     r"task image: split 'train' has no examples \(from TFDS cifar10:3\.0\.2 'train\[:90%\]'"),
+])
+def test_a_split_with_no_examples_is_an_error_naming_it(tmp_path, sizes, message):
+  def few_images(self, split, **kwargs):
+    rows = fake_cifar(self, split, **kwargs)
+    return rows.take(sizes[str(split)])
+
+  with tfds.testing.mock_data(as_dataset_fn=few_images):
+    with pytest.raises(ValueError, match=message):
+      load_task(tiny_config(tmp_path))
+
+
 def test_wrong_length_is_a_config_error(tmp_path):
   config = tiny_config(tmp_path)
   with config.unlocked():

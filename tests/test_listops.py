@@ -155,6 +155,10 @@ def test_generated_and_release_rows_share_one_reader(generated, tmp_path):
     ("Source\tTarget\n( ( [MAX 2 ) ] )\t12\n", r"bad\.tsv:2: Target must be a digit"),
     ("Source\tTarget\n( ( [MAX 2 ) ] )\t1\n( ( [FOO 2 ) ] )\t1\n", r"bad\.tsv:3: unknown ListOps token"),
     ("Input\tLabel\n", r"bad\.tsv:1: expected the header"),
+    ("Source\tTarget\n", r"bad\.tsv: has the header but no rows"),
+    ("Source\tTarget\n( ( [MAX 2 ) ] )\t1\n\n( ( [MIN 2 ) ] )\t2\n", r"bad\.tsv:3: blank line"),
+    ("Source\tTarget\n( ( [MAX 2 ) ] )\t1\n \t \n", r"bad\.tsv:3: blank line"),
+    ("Source\tTarget\n( ( [MAX 2 ) ] )\t1\n\n", r"bad\.tsv:3: blank line"),
 ])
 def test_malformed_rows_name_file_and_line(tmp_path, content, message):
   path = tmp_path / "bad.tsv"
@@ -172,6 +176,19 @@ def test_load_reads_release_layout(tmp_path):
   task = listops.load(config)
   assert task.sizes() == {"train": 3, "validation": 3, "test": 3}
   assert task.vocab_size == len(listops.VOCAB) and task.num_classes == 10
+
+
+def test_load_rejects_a_split_with_no_rows(tmp_path):
+  """Before: it trained, then reported accuracy 0.0 on 0 test examples and a NaN majority."""
+  import shutil
+  release = tmp_path / "listops-1000"
+  shutil.copytree(FIXTURES, release)
+  (release / "basic_test.tsv").write_text("Source\tTarget\n")
+  config = base_listops.get_config("tiny")
+  config.data_dir = str(tmp_path)
+  with pytest.raises(ValueError, match=r"listops-1000/basic_test\.tsv: has the header but no "
+                     "rows"):
+    listops.load(config)
 
 
 def test_missing_release_says_how_to_fix(tmp_path):

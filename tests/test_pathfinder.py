@@ -1,6 +1,8 @@
-"""Pathfinder: release-layout reader, PNG codec, generator determinism and balance, no local
+"""Pathfinder: release-layout reader (empty PNGs skipped and counted as LRA does, every other
+bad file named by its metadata line), PNG codec, generator determinism and balance, no local
 label cue (a pixel-statistics baseline stays at chance), and an end-to-end tiny training run."""
 import filecmp
+import json
 
 import numpy as np
 import pytest
@@ -76,10 +78,76 @@ def test_malformed_metadata_and_missing_png_are_named(tmp_path):
     pathfinder.read_metadata(diff_dir)
   meta.write_text("\n".join(lines) + "\n")
   (diff_dir / "imgs" / "0" / "sample_3.png").unlink()
-  with pytest.raises(FileNotFoundError, match=r"imgs/0/sample_3\.png"):
+  with pytest.raises(FileNotFoundError,
+                     match=r"metadata/0\.npy:4: lists .*imgs/0/sample_3\.png, which is missing"):
     pathfinder.load(fixture_config(tmp_path, data_dir=tmp_path))
   with pytest.raises(FileNotFoundError, match="no Pathfinder metadata"):
     pathfinder.find_difficulty_dir(tmp_path, 32, "hard")
+
+
+def test_empty_pngs_are_skipped_per_split_and_counted(tmp_path):
+  """LRA draws its 80/10/10 split, then drops 0-byte images from each split; so do we, and
+  the count per split is in `skipped` and in the printed task description."""
+  rng = np.random.default_rng(0)
+  images = rng.integers(0, 256, (20, 8, 8)).astype(np.uint8)
+  labels = np.arange(20) % 2
+  diff_dir = write_release_fixture(tmp_path, images, labels)
+  config = fixture_config(tmp_path, data_dir=tmp_path)
+  index = pathfinder.split_indices(20, config.data.split_seed)
+  empty = {int(index["train"][0]), int(index["train"][5]), int(index["test"][1])}
+  for i in empty:
+    (diff_dir / "imgs" / "0" / f"sample_{i}.png").write_bytes(b"")
+  task = pathfinder.load(config)
+  assert task.sizes() == {"train": 14, "validation": 2, "test": 1}
+  assert task.skipped == {"empty_png_files": {"train": 2, "validation": 0, "test": 1}}
+  assert "skipped 3 empty png files (train=2, validation=0, test=1)" in task.describe()
+  for name, split_index in index.items():  # no image changes split; the rest read intact
+    kept = np.array([i for i in split_index if i not in empty])
+    batch = task.splits[name].batch(np.arange(len(kept)))
+    np.testing.assert_array_equal(batch["inputs"], images[kept].reshape(len(kept), 64))
+    np.testing.assert_array_equal(batch["targets"], labels[kept])
+  again = pathfinder.load(config)  # the same from the decoded cache
+  assert again.skipped == task.skipped and again.sizes() == task.sizes()
+
+
+def test_a_split_left_empty_is_an_error_naming_it(tmp_path):
+  images = np.zeros((20, 8, 8), np.uint8)
+  diff_dir = write_release_fixture(tmp_path, images, np.arange(20) % 2)
+  config = fixture_config(tmp_path, data_dir=tmp_path)
+  for i in pathfinder.split_indices(20, config.data.split_seed)["validation"]:
+    (diff_dir / "imgs" / "0" / f"sample_{i}.png").write_bytes(b"")
+  with pytest.raises(ValueError, match=r"split 'validation' has no examples \(from "
+                     r".*curv_contour_length_14/metadata .*2 empty PNG files skipped"):
+    pathfinder.load(config)
+
+
+@pytest.mark.parametrize("damage,message", [
+    ("truncated", r"0\.npy:3: listed image .*sample_2\.png: (truncated|not a readable) PNG"),
+    ("garbage", r"0\.npy:3: listed image .*sample_2\.png: not a readable PNG"),
+    ("wrong_size", r"0\.npy:3: listed image .*sample_2\.png is 16x16, expected 8x8"),
+])
+def test_bad_png_names_the_metadata_line_and_leaves_no_partial_cache(tmp_path, damage,
+                                                                      message):
+  diff_dir = write_release_fixture(tmp_path, np.full((4, 8, 8), 7, np.uint8), [0, 1, 0, 1])
+  path = diff_dir / "imgs" / "0" / "sample_2.png"
+  data = path.read_bytes()
+  path.write_bytes({"truncated": data[:-20], "garbage": b"\x89PNG not really",
+                    "wrong_size": png.encode_gray(np.zeros((16, 16), np.uint8))}[damage])
+  with pytest.raises(ValueError, match=message):
+    pathfinder.load(fixture_config(tmp_path, data_dir=tmp_path))
+  assert not list((tmp_path / "cache").rglob("*.npy"))  # no half-written tokens
+
+
+@pytest.mark.parametrize("where", ["middle", "end"])
+def test_blank_metadata_line_is_an_error_naming_file_and_line(tmp_path, where):
+  diff_dir = write_release_fixture(tmp_path, np.zeros((4, 8, 8), np.uint8), [0, 1, 0, 1])
+  meta = diff_dir / "metadata" / "0.npy"
+  lines = meta.read_text().splitlines(keepends=True)
+  lines.insert(2 if where == "middle" else 4, "  \n")
+  meta.write_text("".join(lines))
+  line = 3 if where == "middle" else 5
+  with pytest.raises(ValueError, match=rf"metadata/0\.npy:{line}: blank line"):
+    pathfinder.read_metadata(diff_dir)
 
 
 def test_png_round_trip_colour_and_corrupt_files():
@@ -111,7 +179,7 @@ def test_generator_is_deterministic_and_independent_of_processes(tmp_path):
                               unit_size=30)
   assert not filecmp.cmp(one / "imgs/0/sample_0.png", other / "imgs/0/sample_0.png",
                          shallow=False)
-  paths, labels = pathfinder.read_metadata(one)
+  paths, labels, _ = pathfinder.read_metadata(one)
   assert len(paths) == 70 and abs(int(labels.sum()) - 35) <= 1  # balanced
   assert all(p.exists() for p in paths)
 
@@ -165,13 +233,21 @@ def test_marker_distance_is_the_same_for_both_classes():
   assert np.all(np.abs(positive - negative)[ok] <= draw.DISTANCE_TOLERANCE * spec.step)
 
 
-def test_tiny_training_run_on_generated_images(tmp_path):
+def test_tiny_training_run_on_generated_images(tmp_path, capsys):
   import train  # pylint: disable=import-outside-toplevel
   config = transformer_pathfinder.get_config("tiny")
   config.cache_dir = str(tmp_path / "cache")
+  diff_dir = pathfinder.ensure_generated(config)
+  test_rows = pathfinder.split_indices(200, config.data.split_seed)["test"]
+  paths, _, _ = pathfinder.read_metadata(diff_dir)
+  paths[test_rows[0]].write_bytes(b"")  # as in the release: one empty PNG, skipped
   results = train.train_and_evaluate(config, tmp_path / "run")
   assert results["steps"] == config.train.num_train_steps
-  assert results["task_sizes"] == {"train": 160, "validation": 20, "test": 20}
+  assert results["task_sizes"] == {"train": 160, "validation": 20, "test": 19}
+  skipped = {"empty_png_files": {"train": 0, "validation": 0, "test": 1}}
+  assert results["skipped_examples"] == skipped
+  assert json.loads((tmp_path / "run" / "results.json").read_text())["skipped_examples"] == skipped
+  assert "skipped 1 empty png files (train=0, validation=0, test=1)" in capsys.readouterr().out
   assert 0.0 <= results["splits"]["test"]["accuracy"] <= 1.0
   assert np.isfinite(results["splits"]["test"]["loss"])
   generated = list((tmp_path / "cache" / "pathfinder").glob("generated-*/pathfinder16/*"))

@@ -1,5 +1,6 @@
 """LRA Retrieval: the release TSV reader (byte ids, truncation, layouts, file:line errors,
-streamed memmap cache), the synthetic pair generator, and a tiny end-to-end run."""
+blank lines and empty splits rejected, streamed memmap cache that a failed parse leaves no
+trace of), the synthetic pair generator, and a tiny end-to-end run."""
 import re
 
 import numpy as np
@@ -16,11 +17,11 @@ ROWS = {"train": [("1.0", "a1", "b1", "hello world", "h\u00e9llo"),
         "test": [("1.0", "e1", "f1", "t", "u"), ("0.0", "e2", "f2", "v", "w")]}
 
 
-def write_release(folder, rows=ROWS, trailing_blank=False):
+def write_release(folder, rows=ROWS):
   folder.mkdir(parents=True, exist_ok=True)
   for split, name in retrieval.SPLIT_FILES.items():
     body = "".join("\t".join(row) + "\n" for row in rows[split])
-    (folder / name).write_bytes(body.encode() + (b"\n" if trailing_blank else b""))
+    (folder / name).write_bytes(body.encode())
   return folder
 
 
@@ -38,7 +39,7 @@ def ids(text):
 
 
 def test_reads_release_rows_as_byte_pairs(tmp_path):
-  write_release(tmp_path / "tsv_data", trailing_blank=True)
+  write_release(tmp_path / "tsv_data")
   task = load_task(config_for(tmp_path, tmp_path))
   assert task.pair and task.vocab_size == 257 and task.num_classes == 2
   assert task.sizes() == {"train": 3, "validation": 1, "test": 2}
@@ -82,6 +83,40 @@ def test_malformed_row_names_file_and_line(tmp_path, bad_line, message):
   path = folder / "new_aan_pairs.eval.tsv"
   with pytest.raises(ValueError, match=re.escape(f"{path}:2: {message}")):
     load_task(config_for(tmp_path, tmp_path))
+
+
+@pytest.mark.parametrize("body,line", [
+    (b"1.0\ta\tb\tc\td\n\n0.0\ta\tb\tc\td\n", 2),   # blank line between rows
+    (b"1.0\ta\tb\tc\td\n\t \r\n", 2),                  # whitespace only
+    (b"1.0\ta\tb\tc\td\n\n", 2)])                        # trailing blank line
+def test_blank_line_is_an_error_naming_file_and_line(tmp_path, body, line):
+  folder = write_release(tmp_path / "tsv_data")
+  path = folder / "new_aan_pairs.test.tsv"
+  path.write_bytes(body)
+  with pytest.raises(ValueError, match=re.escape(f"{path}:{line}: blank line")):
+    load_task(config_for(tmp_path, tmp_path))
+
+
+def test_failed_parse_removes_its_temporary_folder(tmp_path):
+  """The train and eval files parse into the temporary folder, the test file fails at line 3:
+  the error names file and line, and nothing is left under the cache (a real failure would
+  leave gigabytes)."""
+  rows = dict(ROWS)
+  rows["test"] = ROWS["test"] + [("1.0", "e3", "f3", "no fifth field")]
+  folder = write_release(tmp_path / "tsv_data", rows)
+  with pytest.raises(ValueError, match=re.escape(
+      f"{folder / 'new_aan_pairs.test.tsv'}:3: expected 5 tab-separated fields")):
+    load_task(config_for(tmp_path, tmp_path))
+  assert list((tmp_path / "cache" / "retrieval").iterdir()) == []
+
+
+def test_empty_split_file_is_an_error_naming_it(tmp_path):
+  folder = write_release(tmp_path / "tsv_data")
+  path = folder / "new_aan_pairs.eval.tsv"
+  path.write_bytes(b"")
+  with pytest.raises(ValueError, match=re.escape(f"{path}: no rows (split 'validation')")):
+    load_task(config_for(tmp_path, tmp_path))
+  assert list((tmp_path / "cache" / "retrieval").iterdir()) == []
 
 
 def test_byte_255_widens_ids_and_cache_is_reused(tmp_path):

@@ -78,6 +78,21 @@ def test_splits_tokens_and_cache(tmp_path):
   np.testing.assert_array_equal(cached.splits["train"].inputs, train.inputs)
 
 
+def test_a_tfds_split_with_no_examples_is_an_error_naming_it(tmp_path):
+  def no_test_reviews(self, split, **kwargs):
+    if str(split) != "test":
+      return fake_imdb(self, split, **kwargs)
+    return tf.data.Dataset.from_tensor_slices(
+        {"text": tf.constant([], tf.string), "label": np.zeros(0, np.int64)})
+
+  config = tiny_config(tmp_path)
+  with tfds.testing.mock_data(as_dataset_fn=no_test_reviews):
+    with pytest.raises(ValueError, match=rf"TFDS {text.DATASET} 'test' in "
+                       rf"{tmp_path / 'tfds'} has no examples"):
+      load_task(config)
+  assert not list((tmp_path / "cache").rglob("*.npy"))  # nothing cached: fixing TFDS is enough
+
+
 def test_unprepared_data_names_the_prepare_command(tmp_path):
   config = tiny_config(tmp_path)
   with pytest.raises(FileNotFoundError, match=r"python -m lra\.prepare --tasks=text "
