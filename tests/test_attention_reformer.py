@@ -1,4 +1,8 @@
-"""Reformer LSH attention: exactness limit, hashing and sorting, multi-round combination."""
+"""Reformer LSH attention: exactness limit, hashing and sorting, multi-round combination,
+which rotations each layer and step hashes with, and the approximately causal flag."""
+import warnings
+
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -11,7 +15,8 @@ from models.attention.reformer import SELF_LOGIT, lsh_buckets, sort_by_bucket, u
 B, L, H, D = 2, 16, 2, 8
 # jit: op-by-op dispatch of the sort/gather pipeline is slow on CPU.
 lsh_attention = jax.jit(reformer.lsh_attention, static_argnames=(
-    "n_buckets", "n_hashes", "chunk_len", "seed", "causal", "dropout_rate", "deterministic"))
+    "n_buckets", "n_hashes", "chunk_len", "causal", "dropout_rate", "deterministic"))
+key = jax.random.key
 
 
 def inputs(seed=0):
@@ -55,9 +60,9 @@ def test_rounds_give_exact_attention_over_the_union_of_windows(causal):
   mask = jnp.arange(L)[None] < jnp.array([[13], [L]])
   n_buckets, n_hashes, chunk = 4, 3, 4
   out = lsh_attention(q, v, q_mask=mask, kv_mask=mask, n_buckets=n_buckets,
-                      n_hashes=n_hashes, chunk_len=chunk, seed=1, causal=causal)
+                      n_hashes=n_hashes, chunk_len=chunk, hash_rng=key(1), causal=causal)
   buckets = lsh_buckets(unit_length(q.transpose(0, 2, 1, 3)), n_buckets=n_buckets,
-                        n_hashes=n_hashes, seed=1)
+                        n_hashes=n_hashes, rng=key(1))
   order = np.asarray(sort_by_bucket(buckets, mask, n_buckets))
   chunk_of = np.argsort(order, axis=-1) // chunk                      # [b, h, r, l]
   gap = chunk_of[..., :, None] - chunk_of[..., None, :]                # query minus key chunk
@@ -76,20 +81,21 @@ def test_token_attends_to_itself_only_when_alone():
   np.testing.assert_allclose(out[:, 1], v[:, 0], atol=1e-6)
 
 
-def test_hashing_is_deterministic_for_a_seed_and_angular():
+def test_hashing_is_deterministic_for_a_key_and_angular():
   x = unit_length(inputs()[0].transpose(0, 2, 1, 3))
-  one = lsh_buckets(x, n_buckets=8, n_hashes=2, seed=3)
+  one = lsh_buckets(x, n_buckets=8, n_hashes=2, rng=key(3))
   assert one.shape == (B, H, 2, L) and int(one.min()) >= 0 and int(one.max()) < 8
-  np.testing.assert_array_equal(one, lsh_buckets(x, n_buckets=8, n_hashes=2, seed=3))
-  assert not np.array_equal(one, lsh_buckets(x, n_buckets=8, n_hashes=2, seed=4))
+  np.testing.assert_array_equal(one, lsh_buckets(x, n_buckets=8, n_hashes=2, rng=key(3)))
+  assert not np.array_equal(one, lsh_buckets(x, n_buckets=8, n_hashes=2, rng=key(4)))
   # Angular: the bucket ignores the length of x, and -x lands n_buckets/2 away.
-  np.testing.assert_array_equal(one, lsh_buckets(5.0 * x, n_buckets=8, n_hashes=2, seed=3))
-  np.testing.assert_array_equal((one + 4) % 8, lsh_buckets(-x, n_buckets=8, n_hashes=2, seed=3))
+  np.testing.assert_array_equal(one, lsh_buckets(5.0 * x, n_buckets=8, n_hashes=2, rng=key(3)))
+  np.testing.assert_array_equal((one + 4) % 8,
+                                lsh_buckets(-x, n_buckets=8, n_hashes=2, rng=key(3)))
 
 
 def test_sorting_makes_buckets_contiguous_and_padding_last():
   x = unit_length(inputs(1)[0].transpose(0, 2, 1, 3))
-  buckets = lsh_buckets(x, n_buckets=4, n_hashes=2, seed=0)
+  buckets = lsh_buckets(x, n_buckets=4, n_hashes=2, rng=key(0))
   valid = jnp.arange(L)[None] < jnp.array([[12], [L]])
   order = np.asarray(sort_by_bucket(buckets, valid, 4))
   sorted_buckets = np.take_along_axis(np.asarray(buckets), order, axis=-1)
@@ -130,3 +136,66 @@ def test_bad_settings_are_clear_errors():
     mixer.init(jax.random.key(0), q, q, v)
   with pytest.raises(ValueError, match="cross attention"):
     registry.build_mixer("reformer", {}, cross=True)
+
+
+SETTINGS = {"n_buckets": 4, "n_hashes": 2, "chunk_len": 4}
+
+
+class TwoLayers(nn.Module):
+  """Two Reformer mixers, as two layers of a model: the keys their rotations are drawn from."""
+  redraw: bool = True
+
+  @nn.compact
+  def __call__(self, deterministic):
+    layers = [reformer.ReformerAttention(**SETTINGS, redraw=self.redraw, name=f"layer_{i}")
+              for i in range(2)]
+    return [jax.random.key_data(layer.hash_rng(deterministic)) for layer in layers]
+
+
+def hash_keys(deterministic, rng=None, redraw=True):
+  rngs = {} if rng is None else {"dropout": key(rng)}
+  return [np.asarray(k) for k in TwoLayers(redraw).apply({}, deterministic, rngs=rngs)]
+
+
+def test_layers_hash_with_different_rotations():
+  for deterministic, rng in [(True, None), (False, 1)]:
+    first, second = hash_keys(deterministic, rng)
+    assert not np.array_equal(first, second), f"deterministic={deterministic}"
+
+
+def test_each_training_step_redraws_the_rotations_from_its_rng():
+  step_1, step_2 = hash_keys(False, rng=1), hash_keys(False, rng=2)
+  assert not np.array_equal(step_1[0], step_2[0])
+  # The same step's rng (train.py derives it as fold_in(seed, step)) repeats exactly, so a
+  # resumed run hashes as the uninterrupted one did.
+  np.testing.assert_array_equal(step_1, hash_keys(False, rng=1))
+
+
+def test_deterministic_calls_use_fixed_rotations():
+  fixed = hash_keys(True)
+  np.testing.assert_array_equal(fixed, hash_keys(True, rng=5))
+  assert not np.array_equal(fixed[0], hash_keys(False, rng=5)[0])  # training redraws
+  # redraw=False: training hashes with the same fixed per-layer rotations as evaluation.
+  for rng in (1, 2):
+    np.testing.assert_array_equal(fixed, hash_keys(False, rng=rng, redraw=False))
+
+
+def test_the_mixer_hashes_with_its_step_rotations():
+  q, v = inputs()
+  mixer = reformer.ReformerAttention(**SETTINGS)
+  rngs = lambda seed: {"dropout": key(seed)}
+  out = jax.jit(lambda q, v: mixer.apply({}, q, q, v, deterministic=False, rngs=rngs(1)))(q, v)
+  for seed, same in [(1, True), (2, False)]:
+    rotations_key = mixer.apply({}, False, method="hash_rng", rngs=rngs(seed))
+    want = lsh_attention(q, v, hash_rng=rotations_key, **SETTINGS)
+    assert np.allclose(out, want, atol=1e-6) == same, seed
+
+
+def test_causal_reformer_is_flagged_approximately_causal_and_warns():
+  spec = registry.get("reformer")
+  assert not spec.causal_exact and "future" in spec.causal_caveat
+  with pytest.warns(registry.ApproximatelyCausalWarning, match="'reformer' is only approx"):
+    registry.build_mixer("reformer", {}, causal=True)
+  with warnings.catch_warnings():
+    warnings.simplefilter("error")
+    registry.build_mixer("reformer", {}, causal=False)  # bidirectional: nothing to warn

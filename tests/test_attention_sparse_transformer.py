@@ -1,10 +1,13 @@
 """Sparse Transformer: the block-wise computation equals attention under the paper's pattern
-(sec. 4.2) built densely here, for both patterns, both factorisations, causal and not."""
+(sec. 4.2) built densely here, for both patterns, both factorisations, causal and not; the
+default block length grows like sqrt(L), so compiled memory grows like L*sqrt(L)."""
 import jax
 import numpy as np
 import pytest
 
+from models.attention import registry, sparse_transformer
 from models.attention.sparse_transformer import sparse_transformer_attention
+from tests import attention_cases
 from models.attention.transformer import softmax_attention
 from tests.dense_pattern_reference import (pattern_attention, ragged_mask, random_qkv,
                                           run_jitted)
@@ -77,7 +80,7 @@ def test_strided_part_2_reaches_far_keys():
 
 @pytest.mark.parametrize("kwargs,match", [
     ({"pattern": "dilated"}, "pattern="), ({"factorisation": "layers"}, "factorisation="),
-    ({"summary_size": 9, "block_size": 8}, "summary_size="), ({"block_size": 0}, "block_size=")])
+    ({"summary_size": 9, "block_size": 8}, "summary_size="), ({"block_size": -1}, "block_size=")])
 def test_bad_settings_are_errors(kwargs, match):
   q, k, v = random_qkv(4)
   with pytest.raises(ValueError, match=match):
@@ -88,3 +91,39 @@ def test_heads_factorisation_needs_two_heads():
   q, k, v = random_qkv(5, heads=1)
   with pytest.raises(ValueError, match="at least 2 heads"):
     sparse_transformer_attention(q, k, v, factorisation="heads", block_size=4, summary_size=2)
+
+
+@pytest.mark.parametrize("pattern", ["fixed", "strided"])
+def test_default_block_size_is_the_power_of_two_nearest_sqrt_length(pattern):
+  auto = sparse_transformer.auto_block_size
+  for length, block in [(1000, 32), (1024, 32), (2000, 32), (4000, 64), (4096, 64),
+                        (8192, 128), (16384, 128), (65536, 256)]:
+    assert auto(length, pattern) == block, length
+    assert block / 2 ** 0.5 <= length ** 0.5 <= block * 2 ** 0.5  # within a factor sqrt(2)
+  # Short sequences: the fixed pattern keeps l >= c (c <= l is required), strided does not.
+  assert auto(16, "fixed", summary_size=8) == 8 and auto(16, "strided") == 4
+  assert registry.get("sparse_transformer").mixer.block_size == 0  # the default is auto
+
+
+def test_default_block_size_is_what_the_mixer_uses():
+  q, k, v = random_qkv(6, length=64)
+  mask = ragged_mask(64, [50, 64])
+  default = run_jitted(sparse_transformer_attention, q, k, v, mask, summary_size=2)
+  for block, same in [(8, True), (16, False)]:  # auto: l = 8 at length 64
+    given = run_jitted(sparse_transformer_attention, q, k, v, mask, block_size=block,
+                       summary_size=2)
+    assert np.allclose(default, given, atol=1e-6) == same, block
+
+
+def test_default_memory_grows_like_l_sqrt_l(monkeypatch):
+  # 4x the length: L*sqrt(L) is 8x, quadratic 16x. With a fixed l (LRA's 128) the L*c*L/l
+  # summary term dominates at these lengths and memory grows about 15x.
+  from tests.test_attention import compiled_memory  # the registry-wide memory helper
+  growth = lambda: (compiled_memory("sparse_transformer", 65536)
+                    / compiled_memory("sparse_transformer", 16384))
+  monkeypatch.delitem(attention_cases.MEMORY_KWARGS, "sparse_transformer", raising=False)
+  default = growth()
+  assert default <= 9.0, f"default block size: memory grows {default:.1f}x for 4x the length"
+  monkeypatch.setitem(attention_cases.MEMORY_KWARGS, "sparse_transformer", {"block_size": 128})
+  fixed = growth()
+  assert fixed > 12.0, f"fixed l = 128: memory grows {fixed:.1f}x (expected about 15x)"

@@ -4,7 +4,13 @@ Transformer", sec. 2).
 - Shared-QK: the projected query is also the key, the key normalised to unit length,
   k_j = q_j / ||q_j|| (sec. 2, "Shared-QK Transformer"); the `k` projection is unused.
 - Angular LSH: h(x) = argmax([xR; -xR]) with a random rotation R of shape [d, n_buckets / 2]
-  per head and hash round, drawn once from `seed` (fixed, not trained).
+  per head and hash round (never trained). With `redraw` (default) every training call draws
+  new rotations from the step's "dropout" rng, which flax folds with the layer's path (so
+  layers differ, and a resumed run redraws the same ones), as the authors' trax
+  `LSHSelfAttention` does: its hash rng lives in the layer state (one per head) and is split
+  on every forward pass. Deterministic calls (evaluation), and training with `redraw=False`,
+  use fixed rotations from `seed` and the layer's path. (LRA's reformer_attention.py drew them
+  from PRNGKey(0) in every layer and never redrew them.)
 - Tokens are sorted by (bucket, position), the sorted sequence is cut into chunks of
   `chunk_len`, and each chunk attends to itself and the chunk before it (P~_i of sec. 2).
   A token does not attend to itself unless nothing else is allowed (its logit is set to
@@ -15,13 +21,19 @@ Transformer", sec. 2).
   weights exp(logsumexp_r - logsumexp over rounds); together this is exactly softmax
   attention over the union of the rounds' windows.
 - Causal form: keys at later positions are masked, comparing the positions carried along
-  the sort. (As in the paper, which keys share a chunk still depends on every token's
-  hash; no gradient and no value flows from the future.)
+  the sort (sec. 2). This is only approximately causal, in the paper as here: which past keys
+  share a query's chunk depends on where the sort puts every token, the future ones included,
+  so changing future tokens moves earlier outputs (no gradient reaches the future tokens: the
+  dependence runs through the sort). A chunking that depended on the past alone would not be
+  the paper's; the registry marks the variant `causal_exact=False` and building it causally
+  warns.
 
 Memory is O(n_hashes^2 * L * chunk_len); no [L, L] array is built.
 Defaults are the LRA repository's (chunk_len 10, n_hashes 1, n_buckets 10).
 """
 from __future__ import annotations
+
+import zlib
 
 import flax.linen as nn
 import jax
@@ -37,16 +49,16 @@ def unit_length(x, eps=1e-6):
   return x * jax.lax.rsqrt(jnp.sum(x * x, axis=-1, keepdims=True) + eps)
 
 
-def lsh_buckets(x, *, n_buckets: int, n_hashes: int, seed: int):
-  """Angular LSH (sec. 2). x: `[b, h, l, d]` -> int buckets `[b, h, n_hashes, l]`."""
+def lsh_buckets(x, *, n_buckets: int, n_hashes: int, rng):
+  """Angular LSH (sec. 2). x: `[b, h, l, d]` -> int buckets `[b, h, n_hashes, l]`; the
+  rotations (one per head and round) are drawn from the PRNG key `rng`."""
   if n_buckets == 1:
     return jnp.zeros(x.shape[:2] + (n_hashes, x.shape[2]), jnp.int32)
   if n_buckets % 2:
     raise ValueError(f"reformer n_buckets={n_buckets} must be even (or 1): buckets are "
                      "argmax over [xR; -xR]")
   heads, depth = x.shape[1], x.shape[3]
-  rotations = jax.random.normal(jax.random.key(seed),
-                                (heads, n_hashes, depth, n_buckets // 2), jnp.float32)
+  rotations = jax.random.normal(rng, (heads, n_hashes, depth, n_buckets // 2), jnp.float32)
   rotated = jnp.einsum("bhld,hrdk->bhrlk", x.astype(jnp.float32), rotations)
   return jnp.argmax(jnp.concatenate([rotated, -rotated], axis=-1), axis=-1).astype(jnp.int32)
 
@@ -88,9 +100,10 @@ def _rounds_sharing_a_window(chunk_of, q_pos, k_pos):
 
 
 def lsh_attention(q, v, *, q_mask=None, kv_mask=None, n_buckets=10, n_hashes=1, chunk_len=10,
-                  seed=0, causal=False, dropout_rate=0.0, dropout_rng=None,
+                  hash_rng=None, causal=False, dropout_rate=0.0, dropout_rng=None,
                   deterministic=True):
-  """Pure function. q (shared query/key) and v: `[b, l, h, d]`; masks bool `[b, l]`."""
+  """Pure function. q (shared query/key) and v: `[b, l, h, d]`; masks bool `[b, l]`;
+  `hash_rng` the PRNG key of the hash rotations (None: key 0)."""
   batch, length, heads, depth = q.shape
   if kv_mask is None:
     kv_mask = q_mask if q_mask is not None else jnp.ones((batch, length), bool)
@@ -102,8 +115,10 @@ def lsh_attention(q, v, *, q_mask=None, kv_mask=None, n_buckets=10, n_hashes=1, 
   vh = pad(v).transpose(0, 2, 1, 3)
   keys = unit_length(qh)
 
+  if hash_rng is None:
+    hash_rng = jax.random.key(0)
   buckets = lsh_buckets(jax.lax.stop_gradient(keys), n_buckets=n_buckets,
-                        n_hashes=n_hashes, seed=seed)
+                        n_hashes=n_hashes, rng=hash_rng)
   order = jax.lax.stop_gradient(sort_by_bucket(buckets, valid, n_buckets))  # [b, h, r, lp]
   chunks = padded_len // chunk_len
   to_chunks = lambda x: x.reshape(x.shape[:3] + (chunks, chunk_len) + x.shape[4:])
@@ -141,15 +156,27 @@ def lsh_attention(q, v, *, q_mask=None, kv_mask=None, n_buckets=10, n_hashes=1, 
   return masks.zero_padded_queries(out.astype(v.dtype), q_mask)
 
 
-@register("reformer", causal=True, cross=False)
+@register("reformer", causal=True, cross=False, causal_exact=False,
+          causal_caveat="LSH chunk boundaries depend on the hashes of future tokens, so "
+          "changing the future moves earlier outputs (Kitaev et al. 2020, sec. 2)")
 class ReformerAttention(nn.Module):
-  """LSH attention over shared query/keys (the `k` given by the projection base is unused)."""
+  """LSH attention over shared query/keys (the `k` given by the projection base is unused).
+  Rotations: redrawn every training call from the "dropout" rng when `redraw`, otherwise
+  (and always when deterministic) fixed, from `seed` and this layer's path."""
   n_buckets: int = 10
   n_hashes: int = 1
   chunk_len: int = 10
+  redraw: bool = True   # new hash rotations every training step (the authors' trax code)
   seed: int = 0
   causal: bool = False
   dropout_rate: float = 0.0
+
+  def hash_rng(self, deterministic: bool):
+    """The key of this call's rotations: the step's rng when redrawing, else per layer."""
+    if self.redraw and not deterministic:
+      return self.make_rng("dropout")  # flax folds in this module's path: layers differ
+    path = "/".join(str(part) for part in self.scope.path)
+    return jax.random.fold_in(jax.random.key(self.seed), zlib.crc32(path.encode()) & 0x7FFFFFFF)
 
   @nn.compact
   def __call__(self, q, k, v, *, q_mask=None, kv_mask=None, deterministic=True, inputs_q=None):
@@ -160,10 +187,11 @@ class ReformerAttention(nn.Module):
       if getattr(self, field) < 1:
         raise ValueError(f"config.model.attention_kwargs.{field}={getattr(self, field)} "
                          "must be >= 1")
+    hash_rng = self.hash_rng(deterministic)
     rng = None
     if not deterministic and self.dropout_rate > 0.0:
       rng = self.make_rng("dropout")
     return lsh_attention(q, v, q_mask=q_mask, kv_mask=kv_mask, n_buckets=self.n_buckets,
-                         n_hashes=self.n_hashes, chunk_len=self.chunk_len, seed=self.seed,
+                         n_hashes=self.n_hashes, chunk_len=self.chunk_len, hash_rng=hash_rng,
                          causal=self.causal, dropout_rate=self.dropout_rate, dropout_rng=rng,
                          deterministic=deterministic)

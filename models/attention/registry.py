@@ -7,6 +7,7 @@ values in the same layout. The shared projections live in `models/attention/base
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from typing import Any, Mapping
 
 import flax.linen as nn
@@ -22,6 +23,15 @@ class AttentionSpec:
   needs_max_len: bool = False
   # Sub-quadratic variants never build an [L, L] array; tests check it by compiled memory.
   subquadratic: bool = True
+  # False where the causal form is causal only approximately: no gradient reaches the future,
+  # but future tokens can still move earlier outputs (`causal_caveat` says how). Building it
+  # causally warns; the forward-pass no-leak test skips it (the gradient test does not).
+  causal_exact: bool = True
+  causal_caveat: str = ""
+
+
+class ApproximatelyCausalWarning(UserWarning):
+  """A variant registered with `causal_exact=False` was built causally."""
 
 
 _REGISTRY: dict[str, AttentionSpec] = {}
@@ -30,14 +40,17 @@ CONTEXT_FIELDS = ("causal", "dropout_rate", "max_len", "kv_max_len")
 
 
 def register(name: str, *, causal: bool, cross: bool, needs_max_len: bool = False,
-             subquadratic: bool = True):
+             subquadratic: bool = True, causal_exact: bool = True, causal_caveat: str = ""):
   """Class decorator: `@register("performer", causal=True, cross=True)`."""
+  if causal and not causal_exact and not causal_caveat:
+    raise ValueError(f"attention {name!r}: causal_exact=False needs a causal_caveat (why)")
 
   def decorate(cls):
     if name in _REGISTRY:
       raise ValueError(f"attention {name!r} is registered twice "
                        f"({_REGISTRY[name].mixer.__module__} and {cls.__module__})")
-    _REGISTRY[name] = AttentionSpec(name, cls, causal, cross, needs_max_len, subquadratic)
+    _REGISTRY[name] = AttentionSpec(name, cls, causal, cross, needs_max_len, subquadratic,
+                                    causal_exact, causal_caveat)
     return cls
 
   return decorate
@@ -88,6 +101,10 @@ def build_mixer(attention: str, kwargs: Mapping[str, Any] | None, *, causal: boo
       kwargs[key] = value
   if causal and "causal" not in fields:
     raise ValueError(f"attention {attention!r} is registered as causal but has no `causal` field")
+  if causal and not spec.causal_exact:
+    # Python shows a warning once per message and call site, i.e. once per variant here.
+    warnings.warn(f"attention {attention!r} is only approximately causal: {spec.causal_caveat}",
+                  ApproximatelyCausalWarning, stacklevel=2)
   return spec.mixer(**kwargs, name=name)
 
 

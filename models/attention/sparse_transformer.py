@@ -13,10 +13,15 @@ Sec. 4.3 combines the parts; inside one mixer we offer
 Block-wise: A(1) is a block-local band (own block, plus neighbours for strided); A(2) gathers
 the summary columns (fixed, `[b, n*c]` keys shared by all queries) or the keys with the same
 offset inside their block (strided, one key per block). Scores are O(L*l + L*L/l*c) (fixed)
-or O(L*l + L*L/l) (strided): sub-quadratic when l grows like sqrt(L), as in the paper.
+or O(L*l + L*L/l) (strided): quadratic for a fixed l, O(L*sqrt(L)) when l grows like sqrt(L)
+as in the paper (its stride l is "chosen to be close to sqrt(n)"; abstract: O(n sqrt(n))).
+So `block_size=0` (the default) picks l from the length (`auto_block_size`); a fixed
+`block_size` is honoured as given (and is then quadratic in L, as the LRA code's l = 128 was).
 A query with an empty set (e.g. the A(2) heads before the first summary) outputs zero.
 """
 from __future__ import annotations
+
+import math
 
 import flax.linen as nn
 import jax.numpy as jnp
@@ -28,6 +33,16 @@ PATTERNS = ("fixed", "strided")
 FACTORISATIONS = ("merged", "heads")
 
 
+def auto_block_size(length: int, pattern: str = "fixed", summary_size: int = 8) -> int:
+  """l for `block_size=0`: the power of two nearest sqrt(length) (in log scale, halves rounded
+  up: 2^floor(log2(L)/2 + 1/2)), so the scores grow as O(L*sqrt(L)) as in the paper;
+  for the fixed pattern at least `summary_size` (c <= l), which matters below length 64."""
+  if length < 1:
+    raise ValueError(f"sparse_transformer: sequence length {length}; expected >= 1")
+  block = 2 ** math.floor(math.log2(length) / 2 + 0.5)
+  return max(block, summary_size) if pattern == "fixed" else block
+
+
 def _check(pattern, factorisation, block_size, summary_size, heads):
   if pattern not in PATTERNS:
     raise ValueError(f"sparse_transformer: pattern={pattern!r}; expected one of {PATTERNS}")
@@ -35,7 +50,8 @@ def _check(pattern, factorisation, block_size, summary_size, heads):
     raise ValueError(f"sparse_transformer: factorisation={factorisation!r}; "
                      f"expected one of {FACTORISATIONS}")
   if block_size < 1:
-    raise ValueError(f"sparse_transformer: block_size={block_size}; expected >= 1")
+    raise ValueError(f"sparse_transformer: block_size={block_size}; expected >= 1 "
+                     "(or 0: the power of two nearest sqrt(length))")
   if pattern == "fixed" and not 1 <= summary_size <= block_size:
     raise ValueError(f"sparse_transformer: summary_size={summary_size}; expected 1 <= c <= "
                      f"block_size={block_size}")
@@ -43,13 +59,15 @@ def _check(pattern, factorisation, block_size, summary_size, heads):
     raise ValueError("sparse_transformer: factorisation='heads' needs at least 2 heads")
 
 
-def sparse_transformer_attention(q, k, v, *, pattern="fixed", block_size=128, summary_size=32,
+def sparse_transformer_attention(q, k, v, *, pattern="fixed", block_size=0, summary_size=8,
                                  factorisation="merged", causal=False, q_mask=None,
                                  kv_mask=None, dropout_rate=0.0, dropout_rng=None,
                                  deterministic=True):
   """Pure function. q/k/v `[b, l, h, d]` (self-attention), masks bool `[b, l]`."""
   blocking.check_self_attention(q, k, "sparse_transformer")
   batch, length, heads, depth = q.shape
+  if block_size == 0:
+    block_size = auto_block_size(length, pattern, summary_size)
   _check(pattern, factorisation, block_size, summary_size, heads)
   stride, merged = block_size, factorisation == "merged"
   q = q / jnp.sqrt(depth).astype(q.dtype)
@@ -120,12 +138,14 @@ def sparse_transformer_attention(q, k, v, *, pattern="fixed", block_size=128, su
 
 @register("sparse_transformer", causal=True, cross=False)
 class SparseTransformerAttention(nn.Module):
-  """Merged fixed pattern with l = 256, c = 8: within the paper's ranges (sec. 4.2: c in
-  {8, 16, 32}, l in {128, 256}). LRA used l = 128, c = 32 as a masked dense matrix; computed
-  sparsely, that choice scores L*(l + c*L/l) pairs and so grows quadratically (3.4x memory from
-  4096 to 8192), while l = 256, c = 8 keeps the quadratic term 8x smaller (2.2x growth)."""
+  """Merged fixed pattern (LRA's default pattern, the paper's for Enwik8) with c = 8 summary
+  columns (the paper's c in {8, 16, 32}) and l = the power of two nearest sqrt(L)
+  (`block_size=0`; the paper takes l close to sqrt(n), so the scores are O(L*sqrt(L)): 32 at 1024,
+  64 at 4096, 128 at 16384). LRA's code used l = 128, c = 32 for every task as a masked dense
+  matrix; computed sparsely, a fixed l scores L*(l + c*L/l) pairs and grows quadratically
+  (`block_size=128` restores LRA's l)."""
   pattern: str = "fixed"
-  block_size: int = 256  # l: the stride (strided) or block length (fixed)
+  block_size: int = 0     # l (stride or block length); 0: the power of two nearest sqrt(L)
   summary_size: int = 8   # c: summary columns per block (fixed pattern only)
   factorisation: str = "merged"
   causal: bool = False
