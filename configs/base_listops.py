@@ -21,6 +21,9 @@ def get_config(preset: str | None = None) -> ml_collections.ConfigDict:
   train.batch_size, train.learning_rate = 32, 0.05
   train.schedule, train.warmup_steps, train.num_train_steps = "rsqrt", 1000, 5000
   train.weight_decay = 0.1
+  # LRA evaluates every 50 steps on the whole validation split (eval_frequency=50,
+  # num_eval_steps=99999). Checkpoints: ours every 1000 steps (resumable runs); LRA's every 10000.
+  train.eval_every, train.eval_batches = 50, 0
   return defaults.finalize(config, preset, PRESETS)
 
 

@@ -27,7 +27,11 @@ def get_config(preset: str | None = None) -> ml_collections.ConfigDict:
   # 62,400 steps = 200 epochs.
   train.schedule, train.warmup_steps, train.num_train_steps = "cosine", 312, 62_400
   train.weight_decay = 0.0
-  train.eval_every = train.checkpoint_every = 312 * 5  # not in the table: every 5 epochs
+  # LRA evaluates once per epoch (eval_frequency = 160000 // 512) on 39 batches of 512
+  # (num_eval_steps = 20000 // 512), the 20,000-image validation split less its last 32.
+  train.eval_every, train.eval_batches = 312, 0
+  # Ours every 5 epochs (resumable runs); LRA's every 100 (num_train_steps // 2).
+  train.checkpoint_every = 312 * 5
   return defaults.finalize(config, preset, PRESETS)
 
 

@@ -18,13 +18,22 @@ def get_config(preset: str | None = None) -> ml_collections.ConfigDict:
   model.emb_dim, model.num_heads, model.num_layers = 128, 4, 4
   model.qkv_dim, model.mlp_dim = 128, 512
   model.dropout_rate = model.attention_dropout_rate = 0.1
+  # "CLS" here is LRA's: position 0 of each tower, the document's first byte, with no CLS token
+  # prepended (LRA's dual encoder builds its encoder without classifier=True); the two pooled
+  # vectors are concatenated, [u, v] (matching/train.py passes no `interaction`). See
+  # models/dual_encoder.py. tower_cls_token=True / interaction="nli" ([u, v, u*v, u-v]) differ.
   model.pooling, model.positions = "CLS", "sinusoidal"
+  model.interaction = "concat"   # Retrieval-only fields, read by models/build.py; or "nli"
+  model.tower_cls_token = False
   train = config.train
   train.batch_size, train.learning_rate = 32, 0.05
   # As in the repository: warmup 8000 with only 5,000 steps, so the rate never reaches its
   # peak (0.05 * 5000/8000 / sqrt(8000) at the end).
   train.schedule, train.warmup_steps, train.num_train_steps = "rsqrt", 8000, 5000
   train.weight_decay = 0.1
+  # LRA evaluates every 100 steps on the whole evaluation split (eval_frequency=100,
+  # num_eval_steps=-1). Checkpoints: ours every 1000 steps (resumable runs); LRA's every 10000.
+  train.eval_every, train.eval_batches = 100, 0
   return defaults.finalize(config, preset, PRESETS)
 
 

@@ -21,6 +21,9 @@ def get_config(preset: str | None = None) -> ml_collections.ConfigDict:
   # As in the repository: warmup 8000 with 20,000 steps (rsqrt decay after the warmup).
   train.schedule, train.warmup_steps, train.num_train_steps = "rsqrt", 8000, 20_000
   train.weight_decay = 0.1
+  # LRA evaluates every 100 steps on the whole evaluation split (eval_frequency=100,
+  # num_eval_steps=-1). Checkpoints: ours every 1000 steps (resumable runs); LRA's every 10000.
+  train.eval_every, train.eval_batches = 100, 0
   return defaults.finalize(config, preset, PRESETS)
 
 

@@ -11,11 +11,14 @@ from models import reversible  # a module import: reversible.py builds on FeedFo
 from models.attention.base import MultiHeadAttention
 from models.embedding import Embedder
 
-ACTIVATIONS = {"gelu": nn.gelu, "relu": nn.relu, "silu": nn.silu}
+ACTIVATIONS = {"gelu": nn.gelu, "relu": nn.relu, "silu": nn.silu}  # gelu: tanh form, as LRA's
+MLP_KERNEL_INIT = nn.initializers.xavier_uniform()
+MLP_BIAS_INIT = nn.initializers.normal(stddev=1e-6)
 
 
 class FeedForward(nn.Module):
-  """Dense(mlp) -> activation -> dropout -> Dense(features) -> dropout (LRA's MlpBlock)."""
+  """Dense(mlp) -> activation -> dropout -> Dense(features) -> dropout (LRA's MlpBlock in
+  common_layers.py, with its inits: Xavier-uniform kernels, biases normal(stddev=1e-6))."""
   mlp_dim: int
   activation: str = "gelu"
   dropout_rate: float = 0.0
@@ -26,15 +29,23 @@ class FeedForward(nn.Module):
     if self.activation not in ACTIVATIONS:
       raise ValueError(f"config.model.activation={self.activation!r}; "
                        f"expected one of {sorted(ACTIVATIONS)}")
-    h = nn.Dense(self.mlp_dim, dtype=self.dtype, name="in")(x)
+    dense = lambda features, name: nn.Dense(features, kernel_init=MLP_KERNEL_INIT,
+                                            bias_init=MLP_BIAS_INIT, dtype=self.dtype, name=name)
+    h = dense(self.mlp_dim, "in")(x)
     h = ACTIVATIONS[self.activation](h)
     h = nn.Dropout(self.dropout_rate)(h, deterministic=deterministic)
-    h = nn.Dense(x.shape[-1], dtype=self.dtype, name="out")(h)
+    h = dense(x.shape[-1], "out")(h)
     return nn.Dropout(self.dropout_rate)(h, deterministic=deterministic)
 
 
 class EncoderBlock(nn.Module):
-  """x + Dropout(Attention(LN(x))); x + FFN(LN(x)). Padded positions are kept at zero."""
+  """x + Dropout(Attention(LN(x))); x + FFN(LN(x)): LRA's TransformerBlock layout.
+
+  One difference from LRA's block: padded positions are set to zero after each block (LRA
+  leaves whatever the layers computed there), so no mixer can carry values from padding. With
+  softmax attention (padded keys masked, the rest per position) real positions are unchanged;
+  pooled vectors differ only where LRA's MEAN pooling averages padding in (see heads.pool).
+  """
   num_heads: int
   qkv_dim: int
   mlp_dim: int

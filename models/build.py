@@ -4,7 +4,7 @@ from __future__ import annotations
 import ml_collections
 
 from models.classifier import EncoderClassifier, encoder_from_config
-from models.dual_encoder import DualEncoderClassifier
+from models.dual_encoder import INTERACTIONS, DualEncoderClassifier
 
 
 def build_model(model_cfg: ml_collections.ConfigDict, *, vocab_size: int, num_classes: int,
@@ -12,10 +12,26 @@ def build_model(model_cfg: ml_collections.ConfigDict, *, vocab_size: int, num_cl
   """Returns a Linen module called as `model.apply(params, batch, deterministic)`."""
   if model_cfg.pooling not in ("CLS", "MEAN"):
     raise ValueError(f"config.model.pooling={model_cfg.pooling!r}; expected 'CLS' or 'MEAN'")
+  if pair:  # two towers sharing one encoder (models/dual_encoder.py)
+    return _dual_encoder(model_cfg, vocab_size, num_classes, max_len)
   encoder = encoder_from_config(model_cfg, vocab_size, max_len,
                                 prepend_cls=model_cfg.pooling == "CLS")
-  if pair:  # two towers sharing this one encoder (models/dual_encoder.py)
-    return DualEncoderClassifier(encoder=encoder, num_classes=num_classes,
-                                 mlp_dim=model_cfg.mlp_dim, pooling=model_cfg.pooling)
   return EncoderClassifier(encoder=encoder, num_classes=num_classes,
                            mlp_dim=model_cfg.mlp_dim, pooling=model_cfg.pooling)
+
+
+def _dual_encoder(model_cfg, vocab_size, num_classes, max_len) -> DualEncoderClassifier:
+  # Retrieval's fields live in configs/base_retrieval.py; a config without them (built by hand)
+  # gets LRA's behaviour: [u, v] and no CLS token per tower.
+  interaction = model_cfg.get("interaction", "concat")
+  if interaction not in INTERACTIONS:
+    raise ValueError(f"config.model.interaction={interaction!r}; expected one of "
+                     f"{', '.join(repr(name) for name in INTERACTIONS)}")
+  tower_cls_token = model_cfg.get("tower_cls_token", False)
+  if tower_cls_token and model_cfg.pooling != "CLS":
+    raise ValueError("config.model.tower_cls_token=True prepends a token that only "
+                     f"config.model.pooling='CLS' reads; pooling is {model_cfg.pooling!r}")
+  encoder = encoder_from_config(model_cfg, vocab_size, max_len, prepend_cls=tower_cls_token)
+  return DualEncoderClassifier(encoder=encoder, num_classes=num_classes,
+                               mlp_dim=model_cfg.mlp_dim, pooling=model_cfg.pooling,
+                               interaction=interaction)

@@ -13,7 +13,11 @@ from models.blocks import Encoder
 
 
 class EncoderClassifier(nn.Module):
-  """tokens `[b, l]`, mask `[b, l]` -> (logits `[b, classes]`, aux dict)."""
+  """tokens `[b, l]`, mask `[b, l]` -> (logits `[b, classes]`, aux dict).
+
+  LRA's TransformerEncoder with classifier=True: with CLS pooling a zero-initialised CLS
+  vector is prepended (position 0 of the position table), then blocks, the final LayerNorm
+  and classifier_head (models/heads.py)."""
   encoder: Encoder
   num_classes: int
   mlp_dim: int

@@ -1,9 +1,21 @@
 """Dual encoder for pair tasks (LRA Retrieval, Tay et al. 2021 sec. 2.2.3).
 
 Both texts go through ONE encoder (shared weights: the same `Encoder` submodule is called
-twice, so there is a single parameter set and every attention variant works unchanged). Each
-tower is pooled to u and v, and LRA's "NLI" interaction head classifies
-[u, v, u * v, u - v] with Dense(mlp) -> ReLU -> Dense(mlp / 2) -> ReLU -> Dense(classes).
+twice, so there is a single parameter set and every attention variant works unchanged), as in
+LRA's TransformerDualEncoder (lra_benchmarks/models/transformer/transformer.py). Each tower is
+pooled to u and v; the head (LRA's classifier_head_dual, models/layers/common_layers.py) is
+Dense(mlp) -> ReLU -> Dense(mlp / 2) -> ReLU -> Dense(classes) on the interaction features:
+
+- "concat": [u, v]. LRA's default, and what LRA's Retrieval runs used: matching/train.py never
+  passes `interaction`, so classifier_head_dual takes its `else` branch; the paper (sec. 2.2.3)
+  likewise describes the two compressed representations as concatenated and classified.
+- "nli": [u, v, u * v, u - v], the head's `interaction='NLI'` option (unused by LRA's configs;
+  many re-implementations use it).
+
+Pooling, as LRA: its dual encoder builds the shared encoder without `classifier=True`, so NO
+CLS token is prepended to either tower, and `pooling_mode='CLS'` reads position 0 of each
+tower, the first byte of the document. `tower_cls_token=True` prepends a learned CLS token per
+tower instead (this project's earlier behaviour; differs from LRA).
 """
 from __future__ import annotations
 
@@ -15,20 +27,29 @@ import jax.numpy as jnp
 from models import heads
 from models.blocks import Encoder
 
+INTERACTIONS = ("concat", "nli")
 
-def interaction_features(u, v):
-  """LRA's NLI-style interaction: concat [u, v, u*v, u-v] -> `[b, 4d]`."""
-  return jnp.concatenate([u, v, u * v, u - v], axis=-1)
+
+def interaction_features(u, v, interaction: str = "concat"):
+  """`[b, d]`, `[b, d]` -> `[b, 2d]` ("concat": [u, v]) or `[b, 4d]` ("nli": [u, v, u*v, u-v])."""
+  if interaction == "concat":
+    return jnp.concatenate([u, v], axis=-1)
+  if interaction == "nli":
+    return jnp.concatenate([u, v, u * v, u - v], axis=-1)
+  raise ValueError(f"config.model.interaction={interaction!r}; expected one of "
+                   f"{', '.join(repr(name) for name in INTERACTIONS)}")
 
 
 class DualEncoderHead(nn.Module):
   """Dense(mlp) -> ReLU -> Dense(mlp // 2) -> ReLU -> Dense(classes) on the interaction."""
   num_classes: int
   mlp_dim: int
+  interaction: str = "concat"
 
   @nn.compact
   def __call__(self, u, v):
-    h = nn.relu(nn.Dense(self.mlp_dim, name="hidden")(interaction_features(u, v)))
+    features = interaction_features(u, v, self.interaction)
+    h = nn.relu(nn.Dense(self.mlp_dim, name="hidden")(features))
     h = nn.relu(nn.Dense(self.mlp_dim // 2, name="hidden2")(h))
     return nn.Dense(self.num_classes, name="logits")(h)
 
@@ -39,6 +60,7 @@ class DualEncoderClassifier(nn.Module):
   num_classes: int
   mlp_dim: int
   pooling: str = "CLS"
+  interaction: str = "concat"
 
   @nn.compact
   def __call__(self, batch: Mapping[str, Any], deterministic=True):
@@ -50,5 +72,5 @@ class DualEncoderClassifier(nn.Module):
       hidden, mask = self.encoder(tokens, mask, deterministic)  # the same module: shared weights
       pooled.append(heads.pool(hidden, mask, self.pooling))
     u, v = pooled
-    logits = DualEncoderHead(self.num_classes, self.mlp_dim, name="head")(u, v)
+    logits = DualEncoderHead(self.num_classes, self.mlp_dim, self.interaction, name="head")(u, v)
     return logits, {"pooled": u, "pooled2": v}

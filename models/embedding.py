@@ -1,4 +1,6 @@
-"""Token embedding plus sinusoidal or learned positions (LRA's AddPositionEmbs)."""
+"""Token embedding plus sinusoidal or learned positions (LRA's AddPositionEmbs,
+lra_benchmarks/models/layers/common_layers.py; the inits are LRA's: tokens normal(1.0),
+learned positions normal(0.02), the CLS vector zeros, as in transformer.py)."""
 from __future__ import annotations
 
 import flax.linen as nn
@@ -6,16 +8,17 @@ import jax.numpy as jnp
 import numpy as np
 
 
-def sinusoidal_table(max_len: int, features: int, min_scale=1.0, max_scale=10000.0) -> np.ndarray:
-  """Fixed table `[max_len, features]` (Vaswani et al. 2017, sec. 3.5): sin on the first
-  half of the features, cos on the second, geometric wavelengths."""
-  half = features // 2
-  scale = np.log(max_scale / min_scale) / max(half - 1, 1)
-  div = min_scale * np.exp(-np.arange(half) * scale)
-  pos = np.arange(max_len)[:, None]
+def sinusoidal_table(max_len: int, features: int) -> np.ndarray:
+  """LRA's fixed position table `[max_len, features]` (common_layers.sinusoidal_init, after
+  Vaswani et al. 2017, sec. 3.5): feature 2i is sin(pos * w_i), feature 2i+1 is cos(pos * w_i),
+  with w_i = exp(-2i * log(10000) / features), i.e. sin and cos interleaved, not in halves."""
   table = np.zeros((max_len, features), np.float32)
-  table[:, :half] = np.sin(pos * div)
-  table[:, half:2 * half] = np.cos(pos * div)
+  pos = np.arange(max_len)[:, None]
+  div = np.exp(np.arange(0, features, 2) * -(np.log(10000.0) / features))  # w_i, i < ceil(d/2)
+  table[:, 0::2] = np.sin(pos * div)
+  # With an odd `features` there is one sin column more than cos columns (LRA's own
+  # initialiser fails on odd widths; this is the same table with the last cos dropped).
+  table[:, 1::2] = np.cos(pos * div[:features // 2])
   return table
 
 

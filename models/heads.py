@@ -1,4 +1,4 @@
-"""Task heads on top of the shared encoder."""
+"""Task heads on top of the shared encoder (LRA's classifier_head, common_layers.py)."""
 from __future__ import annotations
 
 import flax.linen as nn
@@ -6,8 +6,11 @@ import jax.numpy as jnp
 
 
 def pool(hidden, mask, method: str):
-  """`[b, l, d]` -> `[b, d]`. CLS takes position 0 (the prepended token); MEAN averages
-  the unpadded positions only."""
+  """`[b, l, d]` -> `[b, d]`. CLS takes position 0: the prepended CLS token for single-input
+  tasks, the first real token in LRA's dual encoder (models/dual_encoder.py). MEAN averages
+  the unpadded positions only. Differs from LRA: its MEAN is jnp.mean over every position,
+  padding included; no LRA task that uses MEAN (Pathfinder, Path-X) has padding, so the two
+  agree there, and ours keeps a padded input's result independent of the padded length."""
   if method == "CLS":
     return hidden[:, 0]
   if method == "MEAN":
@@ -17,7 +20,8 @@ def pool(hidden, mask, method: str):
 
 
 class ClassifierHead(nn.Module):
-  """LRA's head: Dense(mlp) -> ReLU -> Dense(classes) on the pooled vector."""
+  """LRA's head: Dense(mlp) -> ReLU -> Dense(classes) on the pooled vector, with flax's
+  default Dense inits (LeCun-normal kernels, zero biases), as LRA's nn.Dense had."""
   num_classes: int
   mlp_dim: int
 

@@ -1,5 +1,6 @@
-"""Dual encoder (LRA Retrieval): shapes, ONE shared encoder for both towers, the
-[u, v, u*v, u-v] head's symmetries, padding invariance of each tower, every attention variant."""
+"""Dual encoder (LRA Retrieval): shapes, ONE shared encoder for both towers, LRA's defaults
+(no CLS token per tower, position-0 pooling, [u, v] head), the "nli" head [u, v, u*v, u-v] and
+its symmetries, padding invariance of each tower, every attention variant."""
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -15,9 +16,11 @@ from tests.attention_cases import LENGTH, SMALL_KWARGS
 VOCAB, CLASSES = 20, 2
 
 
-def model_config(attention="transformer", pooling="CLS", **kwargs):
+def model_config(attention="transformer", pooling="CLS", interaction="concat",
+                 tower_cls_token=False, **kwargs):
   config = ml_collections.ConfigDict(transformer_retrieval.get_config("tiny").model.to_dict())
   config.attention, config.pooling = attention, pooling
+  config.interaction, config.tower_cls_token = interaction, tower_cls_token
   config.attention_kwargs = ml_collections.ConfigDict(kwargs)
   config.emb_dim, config.num_heads, config.qkv_dim, config.mlp_dim = 16, 2, 16, 32
   config.dropout_rate = config.attention_dropout_rate = 0.0
@@ -59,12 +62,56 @@ def test_shapes_and_one_shared_parameter_set(transformer):
                        max_len=LENGTH + 8, pair=False)
   single_params = jax.eval_shape(single.init, jax.random.key(0), pair_batch())["params"]
   count = lambda tree: sum(x.size for x in jax.tree_util.tree_leaves(tree))
-  assert count(params["encoder"]) == count(single_params["encoder"])
-  # LRA's head: Dense(mlp) on 4d features, Dense(mlp/2), Dense(classes)
+  # the same encoder as a single-input model's, less that model's CLS vector (16)
+  assert count(params["encoder"]) == count(single_params["encoder"]) - 16
+  # LRA's default head: Dense(mlp) on [u, v] (2d features), Dense(mlp/2), Dense(classes)
   head = params["head"]
-  assert head["hidden"]["kernel"].shape == (4 * 16, 32)
+  assert head["hidden"]["kernel"].shape == (2 * 16, 32)
   assert head["hidden2"]["kernel"].shape == (32, 16)
   assert head["logits"]["kernel"].shape == (16, CLASSES)
+
+
+def test_retrieval_defaults_are_lras():
+  # LRA (transformer.py TransformerDualEncoder + common_layers.classifier_head_dual, called by
+  # matching/train.py without `interaction`): no CLS token in either tower, "CLS" pooling reads
+  # position 0 (the first byte), and the head sees [u, v].
+  full = transformer_retrieval.get_config().model
+  assert (full.pooling, full.interaction, full.tower_cls_token) == ("CLS", "concat", False)
+  model = build(model_config())
+  batch = pair_batch()
+  params = model.init(jax.random.key(0), batch)["params"]
+  assert "cls" not in params["encoder"]["embed"]
+  logits, aux = model.apply({"params": params}, batch)
+  hidden, _ = model.apply({"params": params}, batch["inputs"], batch["mask"],
+                          method=lambda m, tokens, mask: m.encoder(tokens, mask))
+  assert hidden.shape == (3, LENGTH, 16)  # nothing prepended
+  np.testing.assert_allclose(aux["pooled"], hidden[:, 0], atol=1e-6)
+  u, v = aux["pooled"], aux["pooled2"]
+  head = lambda x, layer: x @ params["head"][layer]["kernel"] + params["head"][layer]["bias"]
+  h = jax.nn.relu(head(jnp.concatenate([u, v], -1), "hidden"))
+  expected = head(jax.nn.relu(head(h, "hidden2")), "logits")
+  np.testing.assert_allclose(logits, expected, atol=1e-5)
+
+
+def test_tower_cls_token_prepends_a_token():
+  model = build(model_config(tower_cls_token=True))
+  batch = pair_batch()
+  params = model.init(jax.random.key(0), batch)["params"]
+  assert params["encoder"]["embed"]["cls"].shape == (1, 1, 16)
+  hidden, _ = model.apply({"params": params}, batch["inputs"], batch["mask"],
+                          method=lambda m, tokens, mask: m.encoder(tokens, mask))
+  assert hidden.shape == (3, LENGTH + 1, 16)
+  with pytest.raises(ValueError, match="tower_cls_token=True.*pooling is 'MEAN'"):
+    build(model_config(pooling="MEAN", tower_cls_token=True))
+
+
+def test_nli_interaction_and_unknown_values():
+  model = build(model_config(interaction="nli"))
+  params = jax.eval_shape(model.init, jax.random.key(0), pair_batch())["params"]
+  assert params["head"]["hidden"]["kernel"].shape == (4 * 16, 32)
+  with pytest.raises(ValueError, match=r"config.model.interaction='dot'; expected one of "
+                                       r"'concat', 'nli'"):
+    build(model_config(interaction="dot"))
 
 
 def test_each_tower_is_the_same_function(transformer):
@@ -79,10 +126,13 @@ def test_each_tower_is_the_same_function(transformer):
   np.testing.assert_allclose(aux_same["pooled"], aux_same["pooled2"], atol=1e-6)
 
 
-def test_head_symmetries(transformer):
-  model, params = transformer
+def test_nli_head_symmetries():
+  model = build(model_config(interaction="nli"))
+  params = model.init(jax.random.key(0), pair_batch())["params"]
   u, v = jax.random.normal(jax.random.key(1), (2, 3, 16))
-  features, features_swapped = interaction_features(u, v), interaction_features(v, u)
+  np.testing.assert_array_equal(interaction_features(u, v), jnp.concatenate([u, v], -1))
+  features = interaction_features(u, v, "nli")
+  features_swapped = interaction_features(v, u, "nli")
   np.testing.assert_allclose(features_swapped[:, 32:48], features[:, 32:48])   # u*v symmetric
   np.testing.assert_allclose(features_swapped[:, 48:], -features[:, 48:])      # u-v antisymmetric
   batch = pair_batch()

@@ -7,7 +7,7 @@ import pytest
 from configs import transformer_listops
 from models import build_model, heads
 from models.attention.transformer import softmax_attention
-from models.embedding import sinusoidal_table
+from models.embedding import Embedder, sinusoidal_table
 
 
 def tiny_model(**overrides):
@@ -66,11 +66,63 @@ def test_cls_token_prepended_and_mean_pooling_ignores_padding():
   assert params["params"]["encoder"]["embed"]["cls"].shape == (1, 1, 16)
 
 
-def test_sinusoidal_table():
-  table = sinusoidal_table(50, 8)
-  np.testing.assert_allclose(table[0], [0, 0, 0, 0, 1, 1, 1, 1], atol=1e-7)
-  np.testing.assert_allclose(table[:, :4] ** 2 + table[:, 4:] ** 2, 1.0, atol=1e-5)
-  assert len({tuple(np.round(row, 5)) for row in table}) == 50  # positions are distinct
+@pytest.mark.parametrize("features", [8, 7])
+def test_sinusoidal_table_is_lras(features):
+  # LRA's common_layers.sinusoidal_init, written out: feature 2i = sin(p * w_i), feature 2i+1 =
+  # cos(p * w_i), w_i = exp(2i * -(log(10000) / d)) (interleaved, not half sin / half cos).
+  table = sinusoidal_table(50, features)
+  expected = np.zeros((50, features))
+  for p in range(50):
+    for j in range(features):
+      w = np.exp((j - j % 2) * -(np.log(10000.0) / features))
+      expected[p, j] = np.sin(p * w) if j % 2 == 0 else np.cos(p * w)
+  np.testing.assert_allclose(table, expected, atol=1e-6)
+  # e.g. position 1 of an 8-wide table: sin(1), cos(1), sin(0.1), cos(0.1), ...
+  if features == 8:
+    np.testing.assert_allclose(table[1, :4], [np.sin(1), np.cos(1), np.sin(.1), np.cos(.1)],
+                               atol=1e-6)
+
+
+def test_default_positions_are_lras_table():
+  """The embedder adds exactly that table (the CLS slot taking position 0) to the tokens."""
+  embedder = Embedder(vocab_size=16, features=16, max_len=12, prepend_cls=True)  # default positions
+  b = batch()
+  params = embedder.init(jax.random.key(0), b["inputs"], b["mask"])
+  zeroed = jax.tree_util.tree_map(jnp.zeros_like, params)  # token and CLS vectors all zero
+  x, _ = embedder.apply(zeroed, b["inputs"], b["mask"])
+  np.testing.assert_allclose(x[0], sinusoidal_table(13, 16), atol=1e-6)
+  np.testing.assert_allclose(x[0, 1, :2], [np.sin(1), np.cos(1)], atol=1e-6)
+
+
+def _is_xavier_uniform(kernel, fan_in, fan_out):
+  limit = np.sqrt(6.0 / (fan_in + fan_out))
+  values = np.asarray(kernel).ravel()
+  return np.abs(values).max() <= limit and np.abs(values).max() > 0.9 * limit and (
+      abs(values.var() - limit ** 2 / 3) < 0.2 * limit ** 2 / 3)
+
+
+def test_attention_projections_are_lras():
+  # LRA: SelfAttention(bias=False, kernel_init=xavier_uniform) -> q/k/v/out DenseGeneral
+  # without bias, Xavier-uniform over the flattened [in, heads * head_dim] kernel.
+  model, _ = tiny_model(emb_dim=64, qkv_dim=64, num_heads=4, mlp_dim=64)
+  params = model.init(jax.random.key(0), batch())["params"]
+  attention = params["encoder"]["block_0"]["attention"]
+  for name in ("query", "key", "value", "out"):
+    assert set(attention[name]) == {"kernel"}, name  # no bias
+    kernel = attention[name]["kernel"]
+    assert _is_xavier_uniform(kernel, 64, 64), name
+  assert attention["query"]["kernel"].shape == (64, 4, 16)
+
+
+def test_feed_forward_init_is_lras():
+  # LRA's MlpBlock: xavier_uniform kernels, biases normal(stddev=1e-6) (not zero).
+  model, _ = tiny_model(emb_dim=64, qkv_dim=64, num_heads=4, mlp_dim=128)
+  ffn = model.init(jax.random.key(0), batch())["params"]["encoder"]["block_0"]["ffn"]
+  assert _is_xavier_uniform(ffn["in"]["kernel"], 64, 128)
+  assert _is_xavier_uniform(ffn["out"]["kernel"], 128, 64)
+  for name in ("in", "out"):
+    bias = np.asarray(ffn[name]["bias"])
+    assert np.all(bias != 0) and np.abs(bias).max() < 1e-5 and 2e-7 < bias.std() < 5e-6
 
 
 def test_exact_attention_matches_jax_reference():

@@ -12,6 +12,8 @@ import jax.numpy as jnp
 
 from models.attention import registry
 
+PROJECTION_INIT = nn.initializers.xavier_uniform()
+
 
 class MultiHeadAttention(nn.Module):
   """Multi-head attention whose mixing is the registered variant `attention`.
@@ -39,7 +41,11 @@ class MultiHeadAttention(nn.Module):
       raise ValueError(f"config.model.qkv_dim={self.qkv_dim} is not divisible by "
                        f"num_heads={self.num_heads}")
     head_dim = self.qkv_dim // self.num_heads
-    dense = lambda name: nn.DenseGeneral((self.num_heads, head_dim), dtype=self.dtype, name=name)
+    # LRA's projections (transformer.py's SelfAttention(bias=False, kernel_init=xavier_uniform),
+    # and every other LRA model's the same): no bias on q/k/v or on the output, Xavier-uniform
+    # kernels over the flattened [in, heads * head_dim] shape, as flax's DenseGeneral did then.
+    dense = lambda name: nn.DenseGeneral((self.num_heads, head_dim), use_bias=False,
+                                         kernel_init=PROJECTION_INIT, dtype=self.dtype, name=name)
     mixer_context = {"dropout_rate": self.dropout_rate}
     spec = registry.get(self.attention)
     if self.max_len is not None:
@@ -55,4 +61,5 @@ class MultiHeadAttention(nn.Module):
     mixed = mixer(q, k, v, q_mask=mask, kv_mask=kv_mask, deterministic=deterministic,
                   inputs_q=x)
     out_dim = self.out_dim or x.shape[-1]
-    return nn.DenseGeneral(out_dim, axis=(-2, -1), dtype=self.dtype, name="out")(mixed)
+    return nn.DenseGeneral(out_dim, axis=(-2, -1), use_bias=False, kernel_init=PROJECTION_INIT,
+                           dtype=self.dtype, name="out")(mixed)
