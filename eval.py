@@ -58,6 +58,9 @@ def main():
   from absl import logging as absl_logging  # pylint: disable=import-outside-toplevel
   from ml_collections import config_flags  # pylint: disable=import-outside-toplevel
 
+  from configs import defaults  # pylint: disable=import-outside-toplevel
+  from lra import cli  # pylint: disable=import-outside-toplevel
+
   config_flags.DEFINE_config_file("config", None, "Optional; default: the run's config.json",
                                   lock_config=True)
   flags.DEFINE_string("workdir", None, "The run directory written by train.py.")
@@ -67,15 +70,23 @@ def main():
 
   def run(argv):
     if len(argv) > 1:
-      raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+      cli.fail(f"unexpected arguments {argv[1:]}; flags are written --name=value")
     absl_logging.set_verbosity(absl_logging.WARNING)
     f = flags.FLAGS
-    result = evaluate_run(f.workdir, f.split, f.checkpoint, f.config)
+    if f.config is not None:
+      try:  # an unknown attention or setting is a one-line error, before anything is loaded
+        defaults.check_attention(f.config.model)
+      except ValueError as error:
+        cli.fail(error)
+    try:
+      result = evaluate_run(f.workdir, f.split, f.checkpoint, f.config)
+    except FileNotFoundError as error:  # no run directory, config.json or checkpoint
+      cli.fail(error)
     print(f"{f.split} accuracy {result['accuracy']:.4f} (loss {result['loss']:.4f}, "
           f"{result['examples']} examples; {result['checkpoint']} checkpoint, step "
           f"{result['step']}); written to {Path(f.workdir) / 'results.json'}")
 
-  app.run(run)
+  app.run(run, flags_parser=cli.parse_flags)
 
 
 if __name__ == "__main__":

@@ -245,20 +245,29 @@ def main():
   from absl import logging as absl_logging  # pylint: disable=import-outside-toplevel
   from ml_collections import config_flags  # pylint: disable=import-outside-toplevel
 
+  from configs import defaults  # pylint: disable=import-outside-toplevel
+  from lra import cli  # pylint: disable=import-outside-toplevel
+
   config_flags.DEFINE_config_file("config", None, "A config file, e.g. configs/x.py:quick",
                                   lock_config=True)
   flags.DEFINE_string("workdir", None, "Run directory (created; resumed when it exists).")
   flags.mark_flags_as_required(["config", "workdir"])
   def run(argv):
     if len(argv) > 1:
-      raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+      cli.fail(f"unexpected arguments {argv[1:]}; flags are written --name=value")
+    config = flags.FLAGS.config
+    try:  # before any data is loaded: an unknown attention or setting is a one-line error
+      defaults.check_attention(config.model)
+    except ValueError as error:
+      cli.fail(error)
     if not any(a.split("=")[0] in ("--verbosity", "-v", "--v") for a in sys.argv[1:]):
       # Orbax and JAX are chatty at INFO; --verbosity=0 brings it back
       absl_logging.set_verbosity(absl_logging.WARNING)
       logging.getLogger().setLevel(logging.WARNING)
-    train_and_evaluate(flags.FLAGS.config, flags.FLAGS.workdir)
+    train_and_evaluate(config, flags.FLAGS.workdir)
 
-  app.run(run)
+  # A command-line mistake (misspelt field, wrong type, unknown preset) is one line, no traceback.
+  app.run(run, flags_parser=cli.parse_flags)
 
 
 if __name__ == "__main__":

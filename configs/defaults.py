@@ -1,6 +1,21 @@
 """Fields every config has. Task bases fill in their LRA values; a config is locked once
-built, so a misspelt override (`--config.model.emb_dm=...`) is an error."""
+built, so a misspelt override (`--config.model.emb_dm=...`) is an error.
+
+`config.model.attention_kwargs` carries every setting of the chosen mixer (its dataclass
+fields with their defaults), so the run's config.json shows the whole model and any setting can
+be overridden: `--config.model.attention_kwargs.num_features=512`."""
+from __future__ import annotations
+
+import collections.abc
+import dataclasses
+import difflib
+import typing
+from typing import Any, Mapping
+
 import ml_collections
+from ml_collections import config_dict
+
+from models.attention import registry
 
 
 def shared_config() -> ml_collections.ConfigDict:
@@ -13,7 +28,7 @@ def shared_config() -> ml_collections.ConfigDict:
 
   model = config.model = ml_collections.ConfigDict()
   model.attention = "transformer"
-  model.attention_kwargs = ml_collections.ConfigDict()
+  model.attention_kwargs = mixer_settings(registry.get("transformer").mixer)
   model.emb_dim = 0
   model.num_heads = 0
   model.num_layers = 0
@@ -49,11 +64,117 @@ def shared_config() -> ml_collections.ConfigDict:
 
 
 def attention(config: ml_collections.ConfigDict, name: str, **kwargs) -> ml_collections.ConfigDict:
-  """Selects the attention variant and its settings (used by `<model>_<task>.py`)."""
+  """Selects the attention variant (used by `<model>_<task>.py`): `attention_kwargs` gets every
+  setting of its mixer at the mixer's default, then `kwargs` on top."""
   config.model.attention = name
   with config.unlocked():
-    config.model.attention_kwargs = ml_collections.ConfigDict(kwargs)
+    config.model.attention_kwargs = mixer_settings(registry.get(name).mixer, kwargs,
+                                                   where=f"attention {name!r}")
   return config
+
+
+def settable_fields(mixer: type) -> dict[str, dataclasses.Field]:
+  """The mixer's init fields a config may set: all but flax's `parent`/`name` and the context
+  fields (`causal`, `dropout_rate`, `max_len`, `kv_max_len`) that the shared base passes in."""
+  return {f.name: f for f in dataclasses.fields(mixer)
+          if f.init and f.name not in ("parent", "name") and f.name not in registry.CONTEXT_FIELDS}
+
+
+def mixer_settings(mixer: type, overrides: Mapping[str, Any] | None = None, *,
+                   where: str = "attention") -> ml_collections.ConfigDict:
+  """A ConfigDict of every settable field of `mixer` (its default, or `overrides[field]`).
+
+  Values are stored so that ml_collections' command-line overrides parse them with the right
+  type: a None default becomes a typed placeholder (`int | None` -> an int flag; overriding
+  a plain None field is refused by config_flags), a list becomes a tuple (config_flags parses
+  `--x=1,2` or `--x='(1, 2)'` for tuples and cannot override lists), an int given to a float
+  field becomes a float. A field whose default cannot live in a config (a function, a dtype
+  object) is left out; tests/test_configs.py fails on it, naming the field."""
+  fields = settable_fields(mixer)
+  overrides = dict(overrides or {})
+  unknown = sorted(set(overrides) - set(fields))
+  if unknown:
+    raise ValueError(f"{where} has no setting {', '.join(map(repr, unknown))}"
+                     f"{_did_you_mean(unknown[0], fields)}; its settings: {', '.join(fields)}")
+  hints = _type_hints(mixer)
+  settings = ml_collections.ConfigDict()
+  for name, field in fields.items():
+    if name in overrides:
+      value = overrides[name]
+    elif field.default is not dataclasses.MISSING:
+      value = field.default
+    elif field.default_factory is not dataclasses.MISSING:
+      value = field.default_factory()
+    else:
+      continue  # a required field: the variant's config must pass it
+    stored = _config_value(value, hints.get(name))
+    if stored is _UNREPRESENTABLE and name in overrides:
+      raise TypeError(f"{where}: setting {name}={value!r} cannot be stored in a config; "
+                      "expected a bool, int, float, str, None, or a tuple of those")
+    if stored is not _UNREPRESENTABLE:
+      settings[name] = stored
+  return settings
+
+
+_UNREPRESENTABLE = object()
+_SCALARS = (bool, int, float, str)
+
+
+def _config_value(value, hint):
+  base = _without_none(hint)
+  if value is None:
+    if base in _SCALARS:
+      return config_dict.placeholder(base)
+    if _is_sequence(base):
+      return config_dict.placeholder(tuple)
+    return config_dict.placeholder(object)  # any Python literal on the command line
+  if isinstance(value, list | tuple):
+    items = tuple(value)
+    return items if all(isinstance(v, _SCALARS) for v in items) else _UNREPRESENTABLE
+  if base is float and isinstance(value, int) and not isinstance(value, bool):
+    return float(value)
+  return value if isinstance(value, _SCALARS) else _UNREPRESENTABLE
+
+
+def _type_hints(mixer: type) -> dict[str, Any]:
+  try:
+    return typing.get_type_hints(mixer)
+  except Exception:  # pylint: disable=broad-except  an unresolvable annotation: no coercion
+    return {}
+
+
+def _without_none(hint):
+  """`int | None` -> int; anything else unchanged."""
+  args = typing.get_args(hint)
+  if args and type(None) in args:
+    rest = [a for a in args if a is not type(None)]
+    return rest[0] if len(rest) == 1 else hint
+  return hint
+
+
+def _is_sequence(hint) -> bool:
+  """`Sequence[int]`, `tuple[str, ...]`, `list[int]` (not `str`)."""
+  origin = typing.get_origin(hint) or hint
+  return (isinstance(origin, type) and issubclass(origin, collections.abc.Sequence)
+          and not issubclass(origin, str))
+
+
+def _did_you_mean(name: str, choices) -> str:
+  near = difflib.get_close_matches(name, list(choices), n=1)
+  return f" (did you mean {near[0]!r}?)" if near else ""
+
+
+def check_attention(model: ml_collections.ConfigDict) -> None:
+  """Fails early, in one line, on an unknown attention or a setting it does not have (e.g.
+  `--config.model.attention=linformer` on a Performer config, whose kwargs are Performer's)."""
+  spec = registry.get(model.attention)  # "unknown attention ...; registered: ..."
+  fields = settable_fields(spec.mixer)
+  unknown = sorted(set(model.attention_kwargs) - set(fields))
+  if unknown:
+    raise ValueError(
+        f"config.model.attention_kwargs has {', '.join(map(repr, unknown))}, which attention "
+        f"{model.attention!r} does not have; its settings: {', '.join(fields)}. To switch the "
+        f"attention, use configs/{model.attention}_<task>.py")
 
 
 def finalize(config: ml_collections.ConfigDict, preset: str | None,
@@ -61,8 +182,8 @@ def finalize(config: ml_collections.ConfigDict, preset: str | None,
   """Applies a named preset (`configs/x.py:quick`) and locks the config."""
   if preset:
     if preset not in presets:
-      raise ValueError(f"unknown config preset {preset!r}; known presets: "
-                       f"{', '.join(sorted(presets))}")
+      raise ValueError(f"unknown config preset {preset!r}{_did_you_mean(preset, presets)}; "
+                       f"known presets: {', '.join(sorted(presets))}")
     presets[preset](config)
   config.lock()
   return config
