@@ -85,6 +85,10 @@ class AttentionBranch(nn.Module):
   dropout_rate: float = 0.0
   attention_dropout_rate: float = 0.0
   dtype: Any = jnp.float32
+  # The branch is applied as a top-level module, so its path is empty; naming the attention
+  # after the layer gives each layer its own path, from which mixers with fixed randomness
+  # (Performer's features, Reformer's evaluation hashes) draw different values per layer.
+  layer: int = 0
 
   @nn.compact
   def __call__(self, x, mask, deterministic=True):
@@ -92,7 +96,8 @@ class AttentionBranch(nn.Module):
     h = MultiHeadAttention(num_heads=self.num_heads, qkv_dim=self.qkv_dim,
                            attention=self.attention, attention_kwargs=self.attention_kwargs,
                            causal=self.causal, dropout_rate=self.attention_dropout_rate,
-                           max_len=self.max_len, dtype=self.dtype, name="attention")(
+                           max_len=self.max_len, dtype=self.dtype,
+                           name=f"attention_{self.layer}")(
                                h, mask, deterministic=deterministic)
     h = nn.Dropout(self.dropout_rate)(h, deterministic=deterministic)
     return jnp.where(mask[..., None], h, 0.0)
@@ -138,27 +143,28 @@ class ReversibleLayers(nn.Module):
 
   @nn.compact
   def __call__(self, x, mask, deterministic=True):
-    f_def = AttentionBranch(self.num_heads, self.qkv_dim, self.attention,
-                            self.attention_kwargs, self.causal, self.max_len,
-                            self.dropout_rate, self.attention_dropout_rate, self.dtype,
-                            parent=None)
+    f_defs = [AttentionBranch(self.num_heads, self.qkv_dim, self.attention,
+                              self.attention_kwargs, self.causal, self.max_len,
+                              self.dropout_rate, self.attention_dropout_rate, self.dtype,
+                              layer=i, parent=None) for i in range(self.num_layers)]
     g_def = FeedForwardBranch(self.mlp_dim, self.activation, self.dropout_rate,
                               self.ffn_chunk_size, self.dtype, parent=None)
     params = tuple(
-        (self.param(f"attention_{i}", lambda rng: f_def.init(rng, x, mask)["params"]),
+        (self.param(f"attention_{i}", lambda rng, i=i: f_defs[i].init(rng, x, mask)["params"]),
          self.param(f"ffn_{i}", lambda rng: g_def.init(rng, x, mask)["params"]))
         for i in range(self.num_layers))
     keys = None
     if not deterministic:
       keys = jax.random.split(self.make_rng("dropout"), 2 * self.num_layers)
 
-    def branch(definition, offset):
+    def branch(definitions, offset):
       def apply(i, branch_params, h, aux):
         mask, keys = aux
         rngs = {} if keys is None else {"dropout": keys[2 * i + offset]}
-        return definition.apply({"params": branch_params}, h, mask, deterministic, rngs=rngs)
+        return definitions[i].apply({"params": branch_params}, h, mask, deterministic, rngs=rngs)
       return apply
 
     run = reversible_stack if self.recompute else plain_stack
-    y1, y2 = run(branch(f_def, 0), branch(g_def, 1), params, x, x, (mask, keys))
+    g_defs = [g_def] * self.num_layers
+    y1, y2 = run(branch(f_defs, 0), branch(g_defs, 1), params, x, x, (mask, keys))
     return jnp.where(mask[..., None], (y1 + y2) / 2, 0.0)

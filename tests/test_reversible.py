@@ -103,20 +103,37 @@ def test_module_is_the_two_stream_recurrence():
   mask = jnp.ones((B, L), bool)
   layers = make_layers(True)
   params = jax.jit(layers.init)(jax.random.key(3), x, mask)["params"]
-  f = reversible.AttentionBranch(num_heads=2, qkv_dim=F, dropout_rate=0.1,
-                                 attention_dropout_rate=0.1)
+  f = [reversible.AttentionBranch(num_heads=2, qkv_dim=F, dropout_rate=0.1,
+                                  attention_dropout_rate=0.1, layer=i) for i in range(2)]
   g = reversible.FeedForwardBranch(mlp_dim=32, dropout_rate=0.1)
 
   @jax.jit
   def two_streams(params, x):
     x1 = x2 = x
     for i in range(2):
-      x1 = x1 + f.apply({"params": params[f"attention_{i}"]}, x2, mask)
+      x1 = x1 + f[i].apply({"params": params[f"attention_{i}"]}, x2, mask)
       x2 = x2 + g.apply({"params": params[f"ffn_{i}"]}, x1, mask)
     return (x1 + x2) / 2
 
   np.testing.assert_allclose(jax.jit(layers.apply)({"params": params}, x, mask),
                              two_streams(params, x), atol=1e-6)
+
+
+def test_layers_draw_their_own_fixed_randomness():
+  # Performer's fixed (evaluation) features come from `seed` and the layer's path; layers
+  # applied as top-level branches must still have different paths, hence different features.
+  x = jax.random.normal(jax.random.key(4), (B, L, F))
+  mask = jnp.ones((B, L), bool)
+  kwargs = dict(num_heads=2, qkv_dim=F, attention="performer",
+                attention_kwargs={"num_features": 8})
+  layer0 = reversible.AttentionBranch(**kwargs, layer=0)
+  layer1 = reversible.AttentionBranch(**kwargs, layer=1)
+  params0 = layer0.init(jax.random.key(5), x, mask)["params"]
+  params1 = {("attention_1" if k == "attention_0" else k): v for k, v in params0.items()}
+  out0 = layer0.apply({"params": params0}, x, mask)
+  out1 = layer1.apply({"params": params1}, x, mask)   # same weights, other layer
+  assert float(jnp.max(jnp.abs(out0 - out1))) > 1e-3
+  np.testing.assert_array_equal(out0, layer0.apply({"params": params0}, x, mask))
 
 
 class ChunkedFFN(nn.Module):
