@@ -1,8 +1,13 @@
-"""BigBird (Zaheer et al. 2020) on Text (byte-level IMDb): the task's LRA settings, this variant's defaults
-(see models/attention/bigbird.py for the paper settings they follow)."""
+"""BigBird (Zaheer et al. 2020) on Text (byte-level IMDb): the task's LRA settings and this
+variant's defaults.
+
+LRA's config for this model: lra_benchmarks/text_classification/configs/bigbird_base.py. It
+overrides nothing but model_type, so the model is the task's base.
+"""
 from configs import base_text, defaults
 
 
 def get_config(preset=None):
-  config = defaults.attention(base_text.get_config(), "bigbird")
+  config = base_text.get_config()
+  config = defaults.attention(config, "bigbird")
   return defaults.finalize(config, preset, base_text.PRESETS)

@@ -1,8 +1,13 @@
-"""Linear Transformer (Katharopoulos et al. 2020) on Retrieval (AAN): the task's LRA settings, this variant's defaults
-(see models/attention/linear_transformer.py for the paper settings they follow)."""
+"""Linear Transformer (Katharopoulos et al. 2020) on Retrieval (AAN): the task's LRA settings and
+this variant's defaults.
+
+LRA's config for this model: lra_benchmarks/matching/configs/linear_transformer_base.py. It
+overrides nothing but model_type, so the model is the task's base.
+"""
 from configs import base_retrieval, defaults
 
 
 def get_config(preset=None):
-  config = defaults.attention(base_retrieval.get_config(), "linear_transformer")
+  config = base_retrieval.get_config()
+  config = defaults.attention(config, "linear_transformer")
   return defaults.finalize(config, preset, base_retrieval.PRESETS)

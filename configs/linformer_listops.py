@@ -1,8 +1,12 @@
-"""Linformer (Wang et al. 2020) on ListOps: the task's LRA settings, this variant's defaults
-(see models/attention/linformer.py for the paper settings they follow)."""
+"""Linformer (Wang et al. 2020) on ListOps: the task's LRA settings and this variant's defaults.
+
+LRA's config for this model: lra_benchmarks/listops/configs/linformer_base.py. It overrides
+nothing but model_type, so the model is the task's base.
+"""
 from configs import base_listops, defaults
 
 
 def get_config(preset=None):
-  config = defaults.attention(base_listops.get_config(), "linformer")
+  config = base_listops.get_config()
+  config = defaults.attention(config, "linformer")
   return defaults.finalize(config, preset, base_listops.PRESETS)

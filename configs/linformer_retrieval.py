@@ -1,8 +1,13 @@
-"""Linformer (Wang et al. 2020) on Retrieval (AAN): the task's LRA settings, this variant's defaults
-(see models/attention/linformer.py for the paper settings they follow)."""
+"""Linformer (Wang et al. 2020) on Retrieval (AAN): the task's LRA settings and this variant's
+defaults.
+
+LRA's config for this model: lra_benchmarks/matching/configs/linformer_base.py. It overrides
+nothing but model_type, so the model is the task's base.
+"""
 from configs import base_retrieval, defaults
 
 
 def get_config(preset=None):
-  config = defaults.attention(base_retrieval.get_config(), "linformer")
+  config = base_retrieval.get_config()
+  config = defaults.attention(config, "linformer")
   return defaults.finalize(config, preset, base_retrieval.PRESETS)

@@ -1,8 +1,13 @@
-"""Block-local attention (Image Transformer 1D, Parmar et al. 2018) on Text (byte-level IMDb): the task's LRA settings, this variant's defaults
-(see models/attention/local.py for the paper settings they follow)."""
+"""Block-local attention (Image Transformer 1D, Parmar et al. 2018) on Text (byte-level IMDb): the
+task's LRA settings and this variant's defaults.
+
+LRA's config for this model: lra_benchmarks/text_classification/configs/local_base.py. It
+overrides nothing but model_type, so the model is the task's base.
+"""
 from configs import base_text, defaults
 
 
 def get_config(preset=None):
-  config = defaults.attention(base_text.get_config(), "local")
+  config = base_text.get_config()
+  config = defaults.attention(config, "local")
   return defaults.finalize(config, preset, base_text.PRESETS)

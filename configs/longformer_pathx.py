@@ -1,8 +1,11 @@
-"""Longformer (Beltagy et al. 2020) on Path-X: the task's LRA settings, this variant's defaults
-(see models/attention/longformer.py for the paper settings they follow)."""
+"""Longformer (Beltagy et al. 2020) on Path-X: the task's LRA settings and this variant's defaults.
+The LRA repository has no longformer config for Path-X (image/configs/pathfinder128/ holds only
+transformer_base.py), so the model is the task's base (see models/attention/longformer.py for
+the variant's settings)."""
 from configs import base_pathx, defaults
 
 
 def get_config(preset=None):
-  config = defaults.attention(base_pathx.get_config(), "longformer")
+  config = base_pathx.get_config()
+  config = defaults.attention(config, "longformer")
   return defaults.finalize(config, preset, base_pathx.PRESETS)

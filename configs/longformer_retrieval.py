@@ -1,8 +1,15 @@
-"""Longformer (Beltagy et al. 2020) on Retrieval (AAN): the task's LRA settings, this variant's defaults
-(see models/attention/longformer.py for the paper settings they follow)."""
+"""Longformer (Beltagy et al. 2020) on Retrieval (AAN): the task's LRA settings and this variant's
+defaults.
+
+LRA's config for this model: lra_benchmarks/matching/configs/longformer_base.py. It overrides
+nothing but model_type, so the model is the task's base.
+"""
 from configs import base_retrieval, defaults
 
 
 def get_config(preset=None):
-  config = defaults.attention(base_retrieval.get_config(), "longformer")
+  config = base_retrieval.get_config()
+  # LRA's LongformerEncoder has no global tokens (global_mask=None); ours makes position 0 (the
+  # pooled token) global, as the paper does for classification.
+  config = defaults.attention(config, "longformer")
   return defaults.finalize(config, preset, base_retrieval.PRESETS)

@@ -1,8 +1,15 @@
-"""Performer FAVOR+ (Choromanski et al. 2021) on Retrieval (AAN): the task's LRA settings, this variant's defaults
-(see models/attention/performer.py for the paper settings they follow)."""
+"""Performer FAVOR+ (Choromanski et al. 2021) on Retrieval (AAN): the task's LRA settings and this
+variant's defaults.
+
+LRA's config for this model: lra_benchmarks/matching/configs/performer_base.py. It overrides
+nothing but model_type, so the model is the task's base.
+"""
 from configs import base_retrieval, defaults
 
 
 def get_config(preset=None):
-  config = defaults.attention(base_retrieval.get_config(), "performer")
+  config = base_retrieval.get_config()
+  # LRA's PerformerEncoder default is make_fast_generalized_attention (ReLU of the raw q/k, no
+  # random projection); ours is the paper's FAVOR+ (kernel='relu' keeps a random projection).
+  config = defaults.attention(config, "performer")
   return defaults.finalize(config, preset, base_retrieval.PRESETS)

@@ -1,8 +1,13 @@
-"""Sparse Sinkhorn attention (Tay et al. 2020) on Pathfinder-32: the task's LRA settings, this variant's defaults
-(see models/attention/sinkhorn.py for the paper settings they follow)."""
+"""Sparse Sinkhorn attention (Tay et al. 2020) on Pathfinder-32, with LRA's settings for this model
+(lra_benchmarks/image/configs/pathfinder32/sinkhorn_base.py): emb 32, 4 heads, 2 layers, qkv 16,
+mlp 64, dropout 0.2, block_size 64; the rest from the task's base."""
 from configs import base_pathfinder, defaults
 
 
 def get_config(preset=None):
-  config = defaults.attention(base_pathfinder.get_config(), "sinkhorn")
+  config = base_pathfinder.get_config()
+  model = config.model
+  model.emb_dim, model.num_heads, model.num_layers, model.qkv_dim, model.mlp_dim = 32, 4, 2, 16, 64
+  model.dropout_rate = 0.2  # the attention dropout stays the base's
+  config = defaults.attention(config, "sinkhorn", block_size=64)
   return defaults.finalize(config, preset, base_pathfinder.PRESETS)

@@ -4,6 +4,10 @@ Each value is pinned with the file of google-research/long-range-arena it comes 
 (paths below are under lra_benchmarks/). Optimiser everywhere: flax.optim.Adam(beta1=0.9,
 beta2=0.98, eps=1e-9, weight_decay) in each task's train.py create_optimizer.
 """
+import importlib
+
+import pytest
+
 from configs import (base_image, base_pathfinder, transformer_image, transformer_listops,
                      transformer_pathfinder, transformer_pathx, transformer_retrieval,
                      transformer_text)
@@ -116,3 +120,108 @@ def test_pathx_full_config_is_lras():
   assert schedule(config) == (64, 1e-3, "cosine", 2_500, 500_000, 0.0, 1.0)
   assert config.train.eval_every == 2_500 and config.train.eval_batches == 0  # once per epoch
   assert optimiser(config) == (0.9, 0.98, 1e-9)
+
+
+# The per-model configs of the LRA repository, (variant, task) -> what our full config must hold:
+# sizes (emb, heads, layers, qkv, mlp), (dropout, attention dropout), pooling, (learning rate,
+# weight decay) and the attention settings it fixes. Files: listops/configs/<v>_base.py,
+# text_classification/configs/<v>_base.py, matching/configs/<v>_base.py (Sinkhorn's two are
+# sinkhorn_transformer_base.py), image/configs/cifar10/<v>_base.py,
+# image/configs/pathfinder32/<v>_base.py. Path-X (pathfinder128/) has only transformer_base.py.
+VARIANTS = ("bigbird", "linear_transformer", "linformer", "local", "longformer", "performer",
+            "reformer", "sinkhorn", "sparse_transformer", "synthesizer")
+_TEXT_LIKE = {  # the task base: these tasks' per-model files set only model_type
+    "listops": ((512, 8, 4, 512, 1024), (0.1, 0.1), "CLS", (0.05, 0.1)),
+    "text": ((256, 4, 4, 256, 1024), (0.1, 0.1), "CLS", (0.05, 0.1)),
+    "retrieval": ((128, 4, 4, 128, 512), (0.1, 0.1), "CLS", (0.05, 0.1)),
+}
+LRA_MODEL_CONFIGS = {(v, t): row + ({},) for v in VARIANTS for t, row in _TEXT_LIKE.items()}
+LRA_MODEL_CONFIGS.update({
+    # listops/configs/performer_base.py: model_kwargs attention_fn_cls='softmax',
+    # attention_fn_kwargs(ortho_scaling=0.0, nb_features=2) (listops/train.py passes them on).
+    ("performer", "listops"): _TEXT_LIKE["listops"] + (
+        {"kernel": "softmax", "num_features": 2, "scaling": "chi"},),
+    # text_classification/configs/linformer_base.py sets config.low_rank_features = 32 outside
+    # config.model, which text_classification/train.py never reads: LRA ran the default 16.
+    ("linformer", "text"): _TEXT_LIKE["text"] + ({"k": 16},),
+    # .../synthesizer_base.py's top-level synthesizer_mode/k/ignore_dot_product are likewise
+    # unread: LRA ran SynthesizerEncoder's default mode 'random'.
+    ("synthesizer", "text"): _TEXT_LIKE["text"] + ({"mode": "random"},),
+    # image/configs/cifar10/<v>_base.py over base_cifar10_config.py (32/1/1/32/64, 0.3/0.2, CLS,
+    # lr 5e-4, weight decay 0). bigbird_base.py's `num_head = 4` is a typo for num_heads.
+    ("bigbird", "image"): ((128, 4, 1, 64, 128), (0.3, 0.2), "CLS", (5e-4, 0.0),
+                           {"block_size": 64}),
+    ("linear_transformer", "image"): ((128, 8, 1, 64, 128), (0.3, 0.2), "CLS", (5e-4, 0.0), {}),
+    ("linformer", "image"): ((128, 8, 1, 64, 128), (0.3, 0.2), "CLS", (5e-4, 0.0), {}),
+    ("local", "image"): ((128, 2, 1, 64, 128), (0.3, 0.2), "MEAN", (5e-4, 0.0),
+                         {"block_size": 64}),
+    # longformer: LongformerEncoder's global_mask=None, no global tokens (and no CLS to pool)
+    ("longformer", "image"): ((128, 4, 4, 64, 128), (0.3, 0.2), "MEAN", (5e-4, 0.0),
+                              {"global_positions": ()}),
+    ("performer", "image"): ((128, 8, 1, 64, 128), (0.3, 0.2), "CLS", (5e-4, 0.0), {}),
+    ("reformer", "image"): ((64, 8, 4, 32, 64), (0.3, 0.2), "CLS", (5e-4, 0.0), {}),
+    ("sinkhorn", "image"): ((32, 1, 1, 32, 64), (0.1, 0.2), "CLS", (5e-4, 0.7),
+                            {"block_size": 64}),
+    ("sparse_transformer", "image"): ((128, 8, 1, 64, 128), (0.3, 0.2), "CLS", (5e-4, 0.0), {}),
+    ("synthesizer", "image"): ((128, 8, 1, 64, 128), (0.3, 0.2), "CLS", (5e-4, 0.0),
+                               {"mode": "random"}),
+    # image/configs/pathfinder32/<v>_base.py over base_pathfinder32_config.py (32/2/1/16/32,
+    # 0.1/0.1, MEAN, lr 1e-3, weight decay 0); none sets attention_dropout_rate.
+    ("bigbird", "pathfinder"): ((64, 2, 4, 32, 64), (0.2, 0.1), "MEAN", (1e-3, 0.0),
+                                {"block_size": 64}),
+    ("linear_transformer", "pathfinder"): ((128, 2, 1, 64, 128), (0.2, 0.1), "MEAN", (1e-3, 0.0),
+                                           {}),
+    ("linformer", "pathfinder"): ((32, 2, 1, 16, 32), (0.2, 0.1), "MEAN", (1e-3, 0.0), {}),
+    ("local", "pathfinder"): ((64, 4, 2, 32, 64), (0.1, 0.1), "MEAN", (1e-3, 0.0),
+                              {"block_size": 64}),
+    ("longformer", "pathfinder"): ((32, 2, 2, 16, 32), (0.1, 0.1), "MEAN", (1e-3, 0.0),
+                                   {"global_positions": ()}),
+    ("performer", "pathfinder"): ((32, 8, 4, 16, 32), (0.2, 0.1), "MEAN", (1e-3, 0.0), {}),
+    ("reformer", "pathfinder"): ((64, 8, 2, 32, 64), (0.2, 0.1), "MEAN", (1e-3, 0.0), {}),
+    ("sinkhorn", "pathfinder"): ((32, 4, 2, 16, 64), (0.2, 0.1), "MEAN", (1e-3, 0.0),
+                                 {"block_size": 64}),
+    ("sparse_transformer", "pathfinder"): ((32, 8, 1, 16, 32), (0.2, 0.1), "MEAN", (1e-3, 0.0),
+                                           {}),
+    ("synthesizer", "pathfinder"): ((64, 4, 2, 32, 64), (0.2, 0.1), "MEAN", (1e-3, 0.0),
+                                    {"mode": "random"}),
+})
+
+
+def _variant_config(variant, task, preset=None):
+  return importlib.import_module(f"configs.{variant}_{task}").get_config(preset)
+
+
+@pytest.mark.parametrize("variant,task", sorted(LRA_MODEL_CONFIGS))
+def test_variant_full_config_is_lras_model_config(variant, task):
+  model_sizes, dropouts, pooling, (lr, weight_decay), settings = LRA_MODEL_CONFIGS[variant, task]
+  config = _variant_config(variant, task)
+  assert config.model.attention == variant
+  assert sizes(config) == model_sizes
+  assert (config.model.dropout_rate, config.model.attention_dropout_rate) == dropouts
+  assert config.model.pooling == pooling
+  assert (config.train.learning_rate, config.train.weight_decay) == (lr, weight_decay)
+  for name, value in settings.items():
+    assert config.model.attention_kwargs[name] == value, name
+  # The rest of the protocol is the task's (pinned above for the Transformer).
+  reference = importlib.import_module(f"configs.transformer_{task}").get_config()
+  assert config.data.max_length == reference.data.max_length
+  assert config.model.positions == reference.model.positions
+  assert schedule(config)[2:5] == schedule(reference)[2:5]
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_variant_pathx_config_is_the_task_base(variant):
+  # The LRA repository has no per-model Path-X config (image/configs/pathfinder128/ holds only
+  # transformer_base.py): every variant runs the base Path-X model.
+  config, reference = _variant_config(variant, "pathx"), transformer_pathx.get_config()
+  assert sizes(config) == sizes(reference)
+  assert (config.model.dropout_rate, config.model.attention_dropout_rate) == (0.1, 0.1)
+  assert schedule(config) == schedule(reference)
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("task", ["image", "pathfinder"])
+@pytest.mark.parametrize("preset", ["quick", "tiny"])
+def test_presets_still_shrink_the_variants_lra_models(variant, task, preset):
+  base = importlib.import_module(f"configs.base_{task}").get_config(preset)
+  assert sizes(_variant_config(variant, task, preset)) == sizes(base)
