@@ -21,8 +21,36 @@ SMALL_KWARGS: dict[str, dict] = {
 
 # Kwargs for the compiled-memory check at lengths 4096 and 8192.
 MEMORY_KWARGS: dict[str, dict] = {
-    # The fixed pattern scores L*(l + c*L/l) pairs: quadratic for a fixed l, with a small
-    # constant (the default l=256, c=8 grows 2.2x in an encoder block, 2.5x in this bare
-    # 2-head mixer). The paper keeps it O(L*sqrt(L)) by l ~ sqrt(L); this check takes l=512.
+    # The fixed pattern scores L*(l + c*L/l) pairs. Its default l ~ sqrt(L) makes that
+    # O(L*sqrt(L)): 2.8x per doubling, above this check's 2.5x, so the default is checked
+    # over 4x the length in test_attention_sparse_transformer.py; here a fixed l=512.
     "sparse_transformer": {"block_size": 512},
+}
+
+# Every setting of every mixer that selects a different code path, for the bfloat16 matrix in
+# tests/test_attention.py (each entry is combined with SMALL_KWARGS, causal where the variant
+# has a causal form, and dropout on / off). A variant missing here fails a completeness test.
+OPTION_MATRIX: dict[str, list[dict]] = {
+    "transformer": [{"implementation": "dense"}, {"implementation": "blocked", "block_size": 8},
+                    {"implementation": "blocked", "block_size": 5}, {"implementation": "xla"}],
+    "performer": [{"kernel": "softmax"}, {"kernel": "relu"},
+                  {"kernel": "softmax", "orthogonal": False, "scaling": "sqrt_d",
+                   "redraw": False, "chunk_size": 5},
+                  {"kernel": "relu", "orthogonal": False, "chunk_size": 5}],
+    "linear_transformer": [{}, {"chunk_size": 5}],
+    "local": [{"look_back": True}, {"look_back": False}],
+    "longformer": [{}, {"dilation": 2}, {"global_positions": ()}],
+    "bigbird": [{}, {"num_random_blocks": 0}, {"num_global_blocks": 0}],
+    "linformer": [{"sharing": s} for s in ("none", "headwise", "key_value", "layerwise")],
+    "sinkhorn": [{"gumbel_noise": False}, {"gumbel_noise": True}],
+    "synthesizer": ([{"mode": m} for m in ("dense", "factorized_dense", "random",
+                                           "factorized_random")]
+                    + [{"mode": "random", "trainable": False},
+                       {"mode": "mixture", "mixture": ("dense", "random"),
+                        "with_dot_product": True}]),
+    "nystromformer": [{}, {"pinv_init": "original", "conv_kernel_size": 0}],
+    "reformer": [{"redraw": True}, {"redraw": False}, {"n_hashes": 1, "n_buckets": 1}],
+    "sparse_transformer": ([{"pattern": p, "factorisation": f}
+                            for p in ("fixed", "strided") for f in ("merged", "heads")]
+                           + [{"block_size": 0}]),   # 0: l from the length
 }

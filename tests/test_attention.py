@@ -4,6 +4,7 @@ Shapes, finiteness, padding invariance, bfloat16 inputs, causal no-leak (gradien
 no-jit, dropout off is deterministic, and sub-quadratic memory growth (XLA's compiled memory
 analysis).
 """
+import dataclasses
 import functools
 
 import jax
@@ -11,8 +12,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from models.attention import registry
-from tests.attention_cases import HEAD_DIM, HEADS, LENGTH, MEMORY_KWARGS, SMALL_KWARGS
+from models.attention import (linformer, nystromformer, performer, registry, sparse_transformer,
+                              synthesizer, transformer)
+from tests.attention_cases import (HEAD_DIM, HEADS, LENGTH, MEMORY_KWARGS, OPTION_MATRIX,
+                                   SMALL_KWARGS)
 
 NAMES = registry.names()
 CAUSAL = [n for n in NAMES if registry.get(n).supports_causal]
@@ -20,10 +23,10 @@ CROSS = [n for n in NAMES if registry.get(n).supports_cross]
 SUBQUADRATIC = [n for n in NAMES if registry.get(n).subquadratic]
 
 
-def make_mixer(name, causal=False, cross=False, max_len=LENGTH, **extra):
+def make_mixer(name, causal=False, cross=False, max_len=LENGTH, dropout_rate=0.0, **extra):
   kwargs = dict(SMALL_KWARGS.get(name, {}), **extra)
   return registry.build_mixer(name, kwargs, causal=causal, cross=cross, max_len=max_len,
-                              kv_max_len=max_len, dropout_rate=0.0)
+                              kv_max_len=max_len, dropout_rate=dropout_rate)
 
 
 def qkv(seed=0, batch=2, length=LENGTH):
@@ -64,17 +67,83 @@ def test_padding_invariance(name, causal):
   assert bool(jnp.all(jnp.isfinite(out2)))
 
 
-@pytest.mark.parametrize("name", NAMES)
-def test_bfloat16_inputs_keep_their_dtype_and_finite_gradients(name):
-  # A model built with dtype=bfloat16 hands its mixer bfloat16 q, k, v.
+def bfloat16_cases():
+  """(name, options, causal) for every entry of OPTION_MATRIX, causal where supported."""
+  for name in NAMES:
+    for options in OPTION_MATRIX.get(name, [{}]):
+      for causal in (False, True) if registry.get(name).supports_causal else (False,):
+        label = ",".join(f"{k}={v}" for k, v in options.items()) or "defaults"
+        yield pytest.param(name, options, causal,
+                           id=f"{name}-{label}-{'causal' if causal else 'bidirectional'}")
+
+
+@pytest.mark.parametrize("name,options,causal", list(bfloat16_cases()))
+def test_bfloat16_inputs_keep_their_dtype_and_finite_gradients(name, options, causal):
+  # A model built with dtype=bfloat16 hands its mixer bfloat16 q, k, v (and inputs_q).
   q, k, v = (t.astype(jnp.bfloat16) for t in qkv(3))
+  inputs_q = jax.random.normal(jax.random.key(4), (2, LENGTH, 12)).astype(jnp.bfloat16)
   mask = jnp.arange(LENGTH)[None, :] < jnp.array([[LENGTH], [LENGTH - 5]])
-  _, apply = init_apply(make_mixer(name), q, k, v, mask, mask)
-  assert apply(q, k, v).dtype == jnp.bfloat16
-  loss = lambda q, k, v: apply(q, k, v).astype(jnp.float32).sum()
-  for grad in jax.jit(jax.grad(loss, argnums=(0, 1, 2)))(q, k, v):
-    assert grad.dtype == jnp.bfloat16
-    assert bool(jnp.all(jnp.isfinite(grad.astype(jnp.float32))))
+  # Training with attention dropout on; the fused "xla" kernel has none (an error by design).
+  xla = options.get("implementation") == "xla"
+  rate = 0.0 if xla else 0.1
+  mixer = make_mixer(name, causal=causal, dropout_rate=rate, **options)
+  call = dict(q_mask=mask, kv_mask=mask, inputs_q=inputs_q)
+
+  @jax.jit
+  def train_and_eval(q, k, v):   # one compile: init, a training step's gradients, evaluation
+    variables = mixer.init({"params": jax.random.key(0), "dropout": jax.random.key(1)},
+                           q, k, v, **call)
+    params = variables.get("params", {})
+
+    def loss(params, q, k, v):
+      out = mixer.apply({**variables, "params": params}, q, k, v, deterministic=False,
+                        rngs={"dropout": jax.random.key(2)}, **call)
+      return out.astype(jnp.float32).sum(), out
+
+    (_, train_out), grads = jax.value_and_grad(loss, argnums=(0, 1, 2, 3), has_aux=True)(
+        params, q, k, v)
+    eval_out = mixer.apply(variables, q, k, v, deterministic=True, **call)
+    return train_out, eval_out, grads
+
+  train_out, eval_out, (param_grads, *input_grads) = train_and_eval(q, k, v)
+  for which, out in (("training", train_out), ("evaluation", eval_out)):
+    assert out.dtype == jnp.bfloat16, f"{which} output is {out.dtype}"
+    assert bool(jnp.all(jnp.isfinite(out.astype(jnp.float32)))), f"{which} output not finite"
+  for which, grad in zip("qkv", input_grads):
+    assert grad.dtype == jnp.bfloat16, f"d{which} is {grad.dtype}"
+    assert bool(jnp.all(jnp.isfinite(grad.astype(jnp.float32)))), f"d{which} not finite"
+  for path, grad in jax.tree_util.tree_leaves_with_path(param_grads):
+    assert bool(jnp.all(jnp.isfinite(grad))), f"gradient of {jax.tree_util.keystr(path)}"
+
+
+# Choice-valued (string) settings and the values that select different code paths.
+SETTING_CHOICES = {
+    ("transformer", "implementation"): transformer.IMPLEMENTATIONS,
+    ("performer", "kernel"): performer.KERNELS,
+    ("performer", "scaling"): performer.SCALINGS,
+    ("linformer", "sharing"): linformer.SHARING,
+    ("synthesizer", "mode"): synthesizer.MODES + ("mixture",),
+    ("sparse_transformer", "pattern"): sparse_transformer.PATTERNS,
+    ("sparse_transformer", "factorisation"): sparse_transformer.FACTORISATIONS,
+    ("nystromformer", "pinv_init"): nystromformer.PINV_INITS,
+}
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_bfloat16_matrix_covers_every_switch(name):
+  """OPTION_MATRIX takes every value of every bool and choice setting of every mixer."""
+  assert name in OPTION_MATRIX, f"add {name!r} and its code-path options to OPTION_MATRIX"
+  for field in dataclasses.fields(registry.get(name).mixer):
+    if field.name in registry.CONTEXT_FIELDS or not isinstance(field.default, (bool, str)):
+      continue
+    if isinstance(field.default, bool):
+      choices = (False, True)
+    else:
+      assert (name, field.name) in SETTING_CHOICES, f"{name}.{field.name}: list its choices"
+      choices = SETTING_CHOICES[name, field.name]
+    taken = {options.get(field.name, SMALL_KWARGS.get(name, {}).get(field.name, field.default))
+             for options in OPTION_MATRIX[name]}
+    assert set(choices) <= taken, f"{name}.{field.name}: {set(choices) - taken} never tested"
 
 
 @pytest.mark.parametrize("name", CAUSAL)

@@ -39,9 +39,10 @@ def _bias(kv_valid, q_pos, k_pos, causal, dtype):
   return jnp.where(allowed, 0.0, masks.big_negative(dtype)).astype(dtype)
 
 
-def _keep(rng, qi, ki, shape, rate):
+def _keep(rng, qi, ki, shape, rate, dtype):
+  """Scaled keep mask (0 or 1 / (1 - rate)) of one block pair, in the scores' dtype."""
   key = jax.random.fold_in(jax.random.fold_in(rng, qi), ki)
-  return jax.random.bernoulli(key, 1.0 - rate, shape).astype(jnp.float32) / (1.0 - rate)
+  return (masks.dropout_keep(key, rate, shape) / (1.0 - rate)).astype(dtype)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5, 6, 7))
@@ -72,7 +73,7 @@ def _forward(q, k, v, kv_valid, causal, block_q, block_k, dropout_rate, rng):
       correction = jnp.exp(m - m_new)
       l = l * correction + p.sum(-1)
       if dropout_rate > 0.0:
-        p = p * _keep(rng, qi, ki, p.shape, dropout_rate)
+        p = p * _keep(rng, qi, ki, p.shape, dropout_rate, p.dtype)
       acc = acc * correction[..., None] + jnp.einsum("bhqk,bkhd->bhqd", p, v_blk)
       return (m_new, l, acc), None
 
@@ -109,7 +110,7 @@ def _backward(causal, block_q, block_k, dropout_rate, residuals, d_out):
   def grads_of_scores(p, qi, ki, do_blk, v_blk, delta_blk):
     dp = jnp.einsum("bqhd,bkhd->bhqk", do_blk, v_blk)
     if dropout_rate > 0.0:
-      keep = _keep(rng, qi, ki, p.shape, dropout_rate)
+      keep = _keep(rng, qi, ki, p.shape, dropout_rate, p.dtype)
       return p * (dp * keep - delta_blk[..., None]), p * keep
     return p * (dp - delta_blk[..., None]), p
 
@@ -160,5 +161,9 @@ def blocked_softmax_attention(q, k, v, *, q_mask=None, kv_mask=None, causal=Fals
   kv_valid = jnp.ones((b, lk), bool) if kv_mask is None else kv_mask
   rate = 0.0 if deterministic else float(dropout_rate)
   rng = dropout_rng if rate > 0.0 else jax.random.key(0)
+  out_dtype = v.dtype
+  # float32 inside, whatever the model's dtype (bfloat16): the running max, normaliser and
+  # output are rescaled and summed over every key block, too long a chain for bfloat16.
+  q, k, v = (t.astype(jnp.float32) for t in (q, k, v))
   out = _attention(q, k, v, kv_valid, causal, block_q, block_k, rate, rng)
-  return masks.zero_padded_queries(out, q_mask)
+  return masks.zero_padded_queries(out.astype(out_dtype), q_mask)

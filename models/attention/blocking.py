@@ -98,8 +98,4 @@ def dropout(weights, rate: float, rng, deterministic: bool):
   if deterministic or rate <= 0.0:
     return weights
   rngs = jax.random.split(rng, len(weights))
-  out = []
-  for w, key in zip(weights, rngs):
-    keep = jax.random.bernoulli(key, 1.0 - rate, w.shape)
-    out.append(jnp.where(keep, w / (1.0 - rate), 0.0))
-  return out
+  return [masks.dropout_weights(w, rate, key) for w, key in zip(weights, rngs)]

@@ -59,7 +59,8 @@ def _query_features(y, projection, eps):
 def streamed_favor(q, k, v, projection, kv_keep, eps, chunk_size):
   """q: `[b, lq, h, d]`, k/v: `[b, lk, h, d]`, projection `[m, d]`, kv_keep bool `[b, lk]`.
 
-  Callers zero padded keys and values and mask padded query outputs (as `performer` does).
+  Callers zero padded keys and values and mask padded query outputs (as `performer` does),
+  and pass one float dtype for q, k, v and projection (`performer` passes float32).
   """
   return _forward(q, k, v, projection, kv_keep, eps, chunk_size)[0]
 

@@ -8,6 +8,8 @@ computed as (phi(q) (phi(k)^T V)) without an [L, L] matrix. The causal form (eqs
 running state S_i = sum_{j<=i} phi(k_j) v_j^T, z_i = sum_{j<=i} phi(k_j)) is computed chunk-wise:
 a `lax.scan` over chunks carries S and z, and inside a chunk the masked [C, C] products are exact.
 Features are `[b, l, h, m]`, values `[b, l, h, d]`; callers zero the features of padded keys.
+Both forms compute in float32 whatever the inputs' dtype (sums of features over the whole
+length lose too much in bfloat16) and return the values' dtype.
 """
 from __future__ import annotations
 
@@ -23,7 +25,10 @@ LOG_ZERO = -1e30
 
 @functools.partial(jax.jit, static_argnames="eps")
 def linear_attention(phi_q, phi_k, v, *, eps: float):
-  """Bidirectional linear attention (eq. 6): `[b, lq, h, d]` in O(L m d)."""
+  """Bidirectional linear attention (eq. 6): `[b, lq, h, d]` in O(L m d), in v's dtype."""
+  out_dtype = v.dtype
+  # float32 inside: z and kv sum features over every key (eq. 6), too long a sum for bfloat16.
+  phi_q, phi_k, v = (x.astype(jnp.float32) for x in (phi_q, phi_k, v))
   # Heads-major layout: both products become plain batched matmuls over (b, h), which XLA's
   # CPU backend runs about twice as fast as the same einsums on `[b, l, h, .]` operands.
   phi_q, phi_k, v = (rearrange(x, "b l h m -> b h l m") for x in (phi_q, phi_k, v))
@@ -32,7 +37,7 @@ def linear_attention(phi_q, phi_k, v, *, eps: float):
   numerator = phi_q @ kv
   denominator = phi_q @ z[..., None] + eps
   out = numerator / jnp.where(denominator > 0, denominator, 1.0)
-  return rearrange(out, "b h l d -> b l h d")
+  return rearrange(out, "b h l d -> b l h d").astype(out_dtype)
 
 
 @functools.partial(jax.jit, static_argnames=("eps", "chunk_size"))
@@ -49,8 +54,13 @@ def causal_linear_attention(phi_q, phi_k, v, *, eps: float, chunk_size: int,
   if phi_q.shape[1] != length:
     raise ValueError(f"causal linear attention needs as many queries as keys; got "
                      f"{phi_q.shape[1]} queries and {length} keys")
+  out_dtype = v.dtype
+  # float32 inside, whatever the inputs' dtype: the carried state S, z is a prefix sum over the
+  # whole length (bfloat16 would lose it), and the scan carry must keep one dtype.
+  phi_q, phi_k, v = (x.astype(jnp.float32) for x in (phi_q, phi_k, v))
   if key_log_scale is None:
-    key_log_scale = jnp.zeros((b, length, h), phi_k.dtype)
+    key_log_scale = jnp.zeros((b, length, h), jnp.float32)
+  key_log_scale = key_log_scale.astype(jnp.float32)
   chunk = max(1, min(chunk_size, length))
   padded = -(-length // chunk) * chunk
   pad = lambda x, value=0.0: jnp.pad(x, [(0, 0), (0, padded - length)] + [(0, 0)] * (x.ndim - 2),
@@ -86,8 +96,8 @@ def causal_linear_attention(phi_q, phi_k, v, *, eps: float, chunk_size: int,
     out = numerator / jnp.where(denominator > 0, denominator, 1.0)
     return (state, normaliser, scale_after), out
 
-  init = (jnp.zeros((b, h, m, v.shape[-1]), v.dtype), jnp.zeros((b, h, m), v.dtype),
-          jnp.full((b, h), LOG_ZERO, phi_k.dtype))
+  init = (jnp.zeros((b, h, m, v.shape[-1]), jnp.float32), jnp.zeros((b, h, m), jnp.float32),
+          jnp.full((b, h), LOG_ZERO, jnp.float32))
   _, out = jax.lax.scan(step, init, xs)
   out = jnp.moveaxis(out, 0, 1).reshape((b, padded) + out.shape[3:])
-  return out[:, :length]
+  return out[:, :length].astype(out_dtype)

@@ -52,8 +52,7 @@ def linformer_attention(q, k, v, key_projection, value_projection, *, q_mask=Non
   logits = jnp.einsum("bqhd,brhd->bhqr", q, projected_k) / jnp.sqrt(q.shape[-1]).astype(q.dtype)
   weights = jax.nn.softmax(logits, axis=-1)   # [b, h, L, k]: every projected slot is real
   if not deterministic and dropout_rate > 0.0:
-    keep = jax.random.bernoulli(dropout_rng, 1.0 - dropout_rate, weights.shape)
-    weights = jnp.where(keep, weights / (1.0 - dropout_rate), 0.0)
+    weights = masks.dropout_weights(weights, dropout_rate, dropout_rng)
   out = jnp.einsum("bhqr,brhd->bqhd", weights, projected_v)
   return masks.zero_padded_queries(out.astype(v.dtype), q_mask)   # E, F may be float32
 

@@ -102,17 +102,19 @@ def performer_attention(q, k, v, projection, *, q_mask=None, kv_mask=None, causa
   """
   if kernel not in KERNELS:
     raise ValueError(f"performer kernel={kernel!r}; expected one of {KERNELS}")
+  out_dtype = v.dtype
+  # float32 inside, whatever the model's dtype (bfloat16): exp features and their sums over
+  # the length lose too much in bfloat16. The output goes back to the input dtype.
+  q, k, v, projection = (t.astype(jnp.float32) for t in (q, k, v, projection))
   if q_mask is not None:
     q = jnp.where(q_mask[:, :, None, None], q, 0.0)
   kv_mask = jnp.ones(k.shape[:2], bool) if kv_mask is None else kv_mask
   kv_keep = kv_mask[:, :, None, None]
   k, v = jnp.where(kv_keep, k, 0.0), jnp.where(kv_keep, v, 0.0)
   if kernel == "softmax" and not causal and streamed:
-    # float32 inside, whatever the model's dtype: exp features lose too much in bfloat16.
-    out = favor_streamed.streamed_favor(
-        *(t.astype(jnp.float32) for t in (q, k, v, projection)), kv_mask, numerical_stabilizer,
-        chunk_size)
-    return masks.zero_padded_queries(out.astype(v.dtype), q_mask)
+    out = favor_streamed.streamed_favor(q, k, v, projection, kv_mask, numerical_stabilizer,
+                                        chunk_size)
+    return masks.zero_padded_queries(out.astype(out_dtype), q_mask)
   ratio = 1.0 / jnp.sqrt(float(projection.shape[0]))
   key_log_scale = None
   if kernel == "relu":
@@ -138,7 +140,7 @@ def performer_attention(q, k, v, projection, *, q_mask=None, kv_mask=None, causa
                                                key_log_scale=key_log_scale)
   else:
     out = feature_maps.linear_attention(phi_q, phi_k, v, eps=0.0)
-  return masks.zero_padded_queries(out, q_mask)
+  return masks.zero_padded_queries(out.astype(out_dtype), q_mask)
 
 
 @register("performer", causal=True, cross=True)

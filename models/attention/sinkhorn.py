@@ -20,6 +20,8 @@ repository's), temperature 0.75, sinkhorn_iters 5.
 """
 from __future__ import annotations
 
+import math
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -87,8 +89,7 @@ def sinkhorn_attention(q, k, v, sort_logits, *, q_mask=None, kv_mask=None, block
   local_logits = jnp.where(local_allowed, local_logits, neg)
   weights = jax.nn.softmax(jnp.concatenate([sorted_logits, local_logits], axis=-1), axis=-1)
   if not deterministic and dropout_rate > 0.0:
-    keep = jax.random.bernoulli(dropout_rng, 1.0 - dropout_rate, weights.shape)
-    weights = jnp.where(keep, weights / (1.0 - dropout_rate), 0.0)
+    weights = masks.dropout_weights(weights, dropout_rate, dropout_rng)
   out = (jnp.einsum("bhnqk,bnkhd->bnqhd", weights[..., :block_size], sorted_v)
          + jnp.einsum("bhnqk,bnkhd->bnqhd", weights[..., block_size:], vb))
   out = out.reshape(batch, nb * block_size, heads, depth)[:, :length]
@@ -138,7 +139,10 @@ class SinkhornAttention(nn.Module):
     logits = nn.Dense(max_blocks, dtype=q.dtype, name="sortnet_out")(hidden)[..., :nb]
     logits = logits.transpose(0, 2, 1, 3)                                 # [b, h, n, n]
     if self.gumbel_noise and not deterministic:
-      logits = logits + jax.random.gumbel(self.make_rng("dropout"), logits.shape, logits.dtype)
+      # Drawn flat: the same noise, compiled much faster on CPU (see masks.dropout_keep).
+      noise = jax.random.gumbel(self.make_rng("dropout"), (math.prod(logits.shape),),
+                                logits.dtype)
+      logits = logits + noise.reshape(logits.shape)
     rng = None
     if not deterministic and self.dropout_rate > 0.0:
       rng = self.make_rng("dropout")

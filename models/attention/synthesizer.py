@@ -50,8 +50,7 @@ def synthesized_attention(logits, v, *, q_mask=None, kv_mask=None, causal=False,
     logits = logits + masks.causal_bias(logits.shape[2], logits.shape[3], logits.dtype)
   weights = jax.nn.softmax(logits, axis=-1)
   if not deterministic and dropout_rate > 0.0:
-    keep = jax.random.bernoulli(dropout_rng, 1.0 - dropout_rate, weights.shape)
-    weights = jnp.where(keep, weights / (1.0 - dropout_rate), 0.0)
+    weights = masks.dropout_weights(weights, dropout_rate, dropout_rng)
   if kv_mask is not None:
     v = jnp.where(kv_mask[:, :, None, None], v, 0.0)
   out = jnp.einsum("bhqk,bkhd->bqhd", weights, v)

@@ -16,6 +16,8 @@ from models.attention import masks
 from models.attention.blocked_softmax import blocked_softmax_attention
 from models.attention.registry import register
 
+IMPLEMENTATIONS = ("dense", "blocked", "xla")
+
 
 def softmax_attention(q, k, v, *, q_mask=None, kv_mask=None, causal=False,
                       dropout_rate=0.0, dropout_rng=None, deterministic=True):
@@ -29,8 +31,7 @@ def softmax_attention(q, k, v, *, q_mask=None, kv_mask=None, causal=False,
     logits = logits + masks.causal_bias(q.shape[1], k.shape[1], logits.dtype)
   weights = jax.nn.softmax(logits, axis=-1)
   if not deterministic and dropout_rate > 0.0:
-    keep = jax.random.bernoulli(dropout_rng, 1.0 - dropout_rate, weights.shape)
-    weights = jnp.where(keep, weights / (1.0 - dropout_rate), 0.0)
+    weights = masks.dropout_weights(weights, dropout_rate, dropout_rng)
   out = jnp.einsum("bhqk,bkhd->bqhd", weights, v)
   return masks.zero_padded_queries(out, q_mask)
 
@@ -61,7 +62,7 @@ class SoftmaxAttention(nn.Module):
                          "config.model.attention_dropout_rate=0 or use 'dense'/'blocked'")
       return xla_attention(q, k, v, q_mask, kv_mask, self.causal)
     raise ValueError(f"transformer attention_kwargs.implementation={self.implementation!r}; "
-                     "expected 'dense', 'blocked' or 'xla'")
+                     f"expected one of {IMPLEMENTATIONS}")
 
 
 def xla_attention(q, k, v, q_mask, kv_mask, causal):
