@@ -16,7 +16,7 @@ offset inside their block (strided, one key per block). Scores are O(L*l + L*L/l
 or O(L*l + L*L/l) (strided): quadratic for a fixed l, O(L*sqrt(L)) when l grows like sqrt(L)
 as in the paper (its stride l is "chosen to be close to sqrt(n)"; abstract: O(n sqrt(n))).
 So `block_size=0` (the default) picks l from the length (`auto_block_size`); a fixed
-`block_size` is honoured as given (and is then quadratic in L, as the LRA code's l = 128 was).
+`block_size` is honoured as given (and is then quadratic in L, as the LRA code's l = 50 was).
 A query with an empty set (e.g. the A(2) heads before the first summary) outputs zero.
 """
 from __future__ import annotations
@@ -141,9 +141,10 @@ class SparseTransformerAttention(nn.Module):
   """Merged fixed pattern (LRA's default pattern, the paper's for Enwik8) with c = 8 summary
   columns (the paper's c in {8, 16, 32}) and l = the power of two nearest sqrt(L)
   (`block_size=0`; the paper takes l close to sqrt(n), so the scores are O(L*sqrt(L)): 32 at 1024,
-  64 at 4096, 128 at 16384). LRA's code used l = 128, c = 32 for every task as a masked dense
-  matrix; computed sparsely, a fixed l scores L*(l + c*L/l) pairs and grows quadratically
-  (`block_size=128` restores LRA's l)."""
+  64 at 4096, 128 at 16384). LRA's code used l = 50, c = 10 for every task
+  (`utils/train_utils.get_model`: Fixed1Pattern/Fixed2Pattern), as causal masks on a dense
+  matrix even in the encoder; computed sparsely, a fixed l scores L*(l + c*L/l) pairs and grows
+  quadratically (`block_size=50, summary_size=10` gives LRA's sizes, still bidirectional)."""
   pattern: str = "fixed"
   block_size: int = 0     # l (stride or block length); 0: the power of two nearest sqrt(L)
   summary_size: int = 8   # c: summary columns per block (fixed pattern only)
