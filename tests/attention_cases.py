@@ -28,29 +28,32 @@ MEMORY_KWARGS: dict[str, dict] = {
 }
 
 # Every setting of every mixer that selects a different code path, for the bfloat16 matrix in
-# tests/test_attention.py (each entry is combined with SMALL_KWARGS, causal where the variant
-# has a causal form, and dropout on / off). A variant missing here fails a completeness test.
+# tests/test_attention.py: each entry is combined with SMALL_KWARGS, run causal and
+# bidirectional where the variant has a causal form, with dropout on (training) and off
+# (evaluation). Independent switches share entries to keep the compiles few; a variant missing
+# here, or a bool / choice setting whose values are not all taken, fails a completeness test.
 OPTION_MATRIX: dict[str, list[dict]] = {
-    "transformer": [{"implementation": "dense"}, {"implementation": "blocked", "block_size": 8},
-                    {"implementation": "blocked", "block_size": 5}, {"implementation": "xla"}],
+    # block_size 5: several blocks and a padded last one (16 = 3 * 5 + 1).
+    "transformer": [{"implementation": "dense"}, {"implementation": "blocked", "block_size": 5},
+                    {"implementation": "xla"}],
     "performer": [{"kernel": "softmax"}, {"kernel": "relu"},
                   {"kernel": "softmax", "orthogonal": False, "scaling": "sqrt_d",
-                   "redraw": False, "chunk_size": 5},
-                  {"kernel": "relu", "orthogonal": False, "chunk_size": 5}],
-    "linear_transformer": [{}, {"chunk_size": 5}],
+                   "redraw": False, "chunk_size": 5}],
+    "linear_transformer": [{"chunk_size": 5}],
     "local": [{"look_back": True}, {"look_back": False}],
-    "longformer": [{}, {"dilation": 2}, {"global_positions": ()}],
-    "bigbird": [{}, {"num_random_blocks": 0}, {"num_global_blocks": 0}],
+    "longformer": [{}, {"dilation": 2, "global_positions": ()}],
+    "bigbird": [{}, {"num_random_blocks": 0, "num_global_blocks": 0}],
     "linformer": [{"sharing": s} for s in ("none", "headwise", "key_value", "layerwise")],
     "sinkhorn": [{"gumbel_noise": False}, {"gumbel_noise": True}],
-    "synthesizer": ([{"mode": m} for m in ("dense", "factorized_dense", "random",
-                                           "factorized_random")]
-                    + [{"mode": "random", "trainable": False},
-                       {"mode": "mixture", "mixture": ("dense", "random"),
-                        "with_dot_product": True}]),
+    "synthesizer": [{"mode": "dense"}, {"mode": "factorized_dense"}, {"mode": "random"},
+                    {"mode": "factorized_random", "trainable": False},
+                    {"mode": "mixture", "mixture": ("dense", "random"),
+                     "with_dot_product": True}],
     "nystromformer": [{}, {"pinv_init": "original", "conv_kernel_size": 0}],
-    "reformer": [{"redraw": True}, {"redraw": False}, {"n_hashes": 1, "n_buckets": 1}],
-    "sparse_transformer": ([{"pattern": p, "factorisation": f}
-                            for p in ("fixed", "strided") for f in ("merged", "heads")]
-                           + [{"block_size": 0}]),   # 0: l from the length
+    "reformer": [{"redraw": True}, {"redraw": False, "n_hashes": 1, "n_buckets": 1}],
+    "sparse_transformer": [{"pattern": "fixed", "factorisation": "merged"},
+                           {"pattern": "fixed", "factorisation": "heads"},
+                           {"pattern": "strided", "factorisation": "merged"},
+                           # block_size 0: l from the length (the default)
+                           {"pattern": "strided", "factorisation": "heads", "block_size": 0}],
 }

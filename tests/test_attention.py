@@ -89,15 +89,18 @@ def test_bfloat16_inputs_keep_their_dtype_and_finite_gradients(name, options, ca
   mixer = make_mixer(name, causal=causal, dropout_rate=rate, **options)
   call = dict(q_mask=mask, kv_mask=mask, inputs_q=inputs_q)
 
+  # "rbg" keys: dtypes do not depend on the generator, and XLA:CPU compiles threefry draws of
+  # rank-3+ shapes (parameter inits, dropout masks) slowly; this matrix has many compiles.
+  key = functools.partial(jax.random.key, impl="rbg")
+
   @jax.jit
   def train_and_eval(q, k, v):   # one compile: init, a training step's gradients, evaluation
-    variables = mixer.init({"params": jax.random.key(0), "dropout": jax.random.key(1)},
-                           q, k, v, **call)
+    variables = mixer.init({"params": key(0), "dropout": key(1)}, q, k, v, **call)
     params = variables.get("params", {})
 
     def loss(params, q, k, v):
       out = mixer.apply({**variables, "params": params}, q, k, v, deterministic=False,
-                        rngs={"dropout": jax.random.key(2)}, **call)
+                        rngs={"dropout": key(2)}, **call)
       return out.astype(jnp.float32).sum(), out
 
     (_, train_out), grads = jax.value_and_grad(loss, argnums=(0, 1, 2, 3), has_aux=True)(

@@ -164,3 +164,19 @@ def test_streamed_favor_without_real_keys_is_zero_and_finite():
   out, grads = favor_value_and_grads(q, k, v, projection, mask, np.ones_like(q), True, 8)
   assert float(np.abs(np.asarray(out)[1]).max()) == 0.0
   assert all(np.all(np.isfinite(np.asarray(g))) for g in grads)
+
+
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("kernel", ["softmax", "relu"])
+def test_bfloat16_inputs_are_computed_in_float32(kernel, causal):
+  # Features and their prefix / total sums are float32 inside: bfloat16 inputs give the
+  # float32 result on the rounded inputs, rounded once to bfloat16 (the input dtype).
+  q, k, v = (jnp.asarray(t, jnp.bfloat16) for t in qkv(4))
+  projection = draw(jax.random.key(1), 32, DIM)
+  mask = np.arange(LENGTH)[None, :] < np.array([[29], [LENGTH]])
+  run = lambda *t: favor(*t, projection, q_mask=mask, kv_mask=mask, causal=causal,
+                         kernel=kernel, chunk_size=8)
+  out = run(q, k, v)
+  assert out.dtype == jnp.bfloat16
+  expected = run(*(t.astype(jnp.float32) for t in (q, k, v)))
+  np.testing.assert_allclose(out.astype(jnp.float32), expected, atol=2e-2, rtol=1e-2)

@@ -55,6 +55,21 @@ def test_blocked_dropout_gradient_matches_finite_differences():
 
 
 @pytest.mark.parametrize("causal", [False, True])
+def test_blocked_bfloat16_with_dropout_matches_float32(causal):
+  # bfloat16 inputs are computed in float32 inside (the keep masks depend only on the rng and
+  # the block indices): the same numbers as float32 on the rounded inputs, rounded once.
+  q, k, v, q_mask, kv_mask = inputs(37, 37)
+  q, k, v = (t.astype(jnp.bfloat16) for t in (q, k, v))
+  run = jax.jit(functools.partial(blocked_softmax_attention, q_mask=q_mask, kv_mask=kv_mask,
+                                  causal=causal, block_q=8, block_k=8, dropout_rate=0.3,
+                                  dropout_rng=jax.random.key(3), deterministic=False))
+  out = run(q, k, v)
+  assert out.dtype == jnp.bfloat16
+  expected = run(*(t.astype(jnp.float32) for t in (q, k, v)))
+  np.testing.assert_allclose(out.astype(jnp.float32), expected, atol=2e-2, rtol=1e-2)
+
+
+@pytest.mark.parametrize("causal", [False, True])
 def test_xla_implementation_matches_dense(causal):
   q, k, v, q_mask, kv_mask = inputs()
   outs = {}
