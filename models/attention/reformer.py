@@ -143,8 +143,7 @@ def lsh_attention(q, v, *, q_mask=None, kv_mask=None, n_buckets=10, n_hashes=1, 
   lse = jax.nn.logsumexp(logits, axis=-1, keepdims=True)             # [b, h, r, n, c, 1]
   weights = jnp.exp(logits - lse)
   if not deterministic and dropout_rate > 0.0:
-    keep = jax.random.bernoulli(dropout_rng, 1.0 - dropout_rate, weights.shape)
-    weights = jnp.where(keep, weights / (1.0 - dropout_rate), 0.0)
+    weights = masks.dropout_weights(weights, dropout_rate, dropout_rng)  # flat draw: fast compile
   out = jnp.einsum("bhrnqk,bhrnkd->bhrnqd", weights, sv)
 
   # Undo the sort of every round, then combine the rounds (sec. 2, multi-round LSH).
