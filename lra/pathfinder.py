@@ -322,8 +322,8 @@ def load(config: ml_collections.ConfigDict) -> TaskData:
   return TaskData(config.task, splits, vocab_size=VOCAB_SIZE, num_classes=NUM_CLASSES,
                   max_length=length, skipped={"empty_png_files": skipped},
                   notes=f"read from {diff_dir} (decoded cache {cache}); split 80/10/10 with "
-                  f"split_seed {seed}: {sizes}; {sum(skipped.values())} empty (0-byte) PNG "
-                  "files skipped, as LRA's input pipeline does")
+                  f"split_seed {seed}: {sizes}; empty (0-byte) PNG files skipped as LRA's "
+                  "input pipeline does (counts: `skipped`)")
 
 
 # ----------------------------------------------------------------------------- examples grid

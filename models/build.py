@@ -4,7 +4,7 @@ from __future__ import annotations
 import ml_collections
 
 from models.classifier import EncoderClassifier, encoder_from_config
-from models.dual_encoder import INTERACTIONS, DualEncoderClassifier
+from models.dual_encoder import DualEncoderClassifier, check_interaction
 
 
 def build_model(model_cfg: ml_collections.ConfigDict, *, vocab_size: int, num_classes: int,
@@ -24,9 +24,7 @@ def _dual_encoder(model_cfg, vocab_size, num_classes, max_len) -> DualEncoderCla
   # Retrieval's fields live in configs/base_retrieval.py; a config without them (built by hand)
   # gets LRA's behaviour: [u, v] and no CLS token per tower.
   interaction = model_cfg.get("interaction", "concat")
-  if interaction not in INTERACTIONS:
-    raise ValueError(f"config.model.interaction={interaction!r}; expected one of "
-                     f"{', '.join(repr(name) for name in INTERACTIONS)}")
+  check_interaction(interaction)  # at build time, before any data is read
   tower_cls_token = model_cfg.get("tower_cls_token", False)
   if tower_cls_token and model_cfg.pooling != "CLS":
     raise ValueError("config.model.tower_cls_token=True prepends a token that only "

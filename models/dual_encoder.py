@@ -30,14 +30,18 @@ from models.blocks import Encoder
 INTERACTIONS = ("concat", "nli")
 
 
+def check_interaction(interaction: str) -> None:
+  if interaction not in INTERACTIONS:
+    raise ValueError(f"config.model.interaction={interaction!r}; expected one of "
+                     f"{', '.join(repr(name) for name in INTERACTIONS)}")
+
+
 def interaction_features(u, v, interaction: str = "concat"):
   """`[b, d]`, `[b, d]` -> `[b, 2d]` ("concat": [u, v]) or `[b, 4d]` ("nli": [u, v, u*v, u-v])."""
-  if interaction == "concat":
-    return jnp.concatenate([u, v], axis=-1)
+  check_interaction(interaction)
   if interaction == "nli":
     return jnp.concatenate([u, v, u * v, u - v], axis=-1)
-  raise ValueError(f"config.model.interaction={interaction!r}; expected one of "
-                   f"{', '.join(repr(name) for name in INTERACTIONS)}")
+  return jnp.concatenate([u, v], axis=-1)
 
 
 class DualEncoderHead(nn.Module):
