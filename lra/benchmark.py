@@ -7,7 +7,11 @@ Each (variant, length) is measured in its own subprocess, so a crash or out-of-m
 recorded for that row and the benchmark goes on, and the process's peak RSS belongs to that
 row alone. Measured: the compile time; the median train-step time (forward + backward + Adam
 update) over repeats after compilation; XLA's compiled memory analysis (deterministic,
-machine-independent) and the peak RSS. Ratios are to `transformer` at the same length.
+machine-independent), the peak RSS, and the FLOPs of one train step from XLA's cost analysis
+of the compiled step (with the achieved GFLOP/s). Ratios are to `transformer` at the same length
+(LRA's ratio, against the default dense implementation), and to the fastest exact attention on
+this machine at that length: `transformer` is also measured under each `--exact`
+implementation (dense, blocked, xla), and the least step time among them is the reference.
 Sizes default to the LRA Text model (embedding 256, 4 heads, MLP 1024, qkv 256).
 `--block=attention` times the attention layer alone; `--model=full` the whole Text model
 (4 layers, byte vocabulary, classifier head).
@@ -16,6 +20,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -43,10 +48,16 @@ flags.DEFINE_integer("timeout", 1800, "Seconds allowed per (variant, length).")
 flags.DEFINE_string("out", "bench.json", "JSON output (one object per variant and length).")
 flags.DEFINE_string("markdown", "", "Optional Markdown table output path ('-' = stdout).")
 flags.DEFINE_string("plot", "", "Optional PNG: log-log time and memory against length.")
+flags.DEFINE_string("exact", "dense,blocked,xla",
+                    "Comma-separated `transformer` implementations also measured, for the "
+                    "speed-up against the fastest exact attention ('' = none).")
 flags.DEFINE_string("worker", "", "Internal: JSON spec of one measurement.")
 
 ROW_KEYS = ("attention", "length", "batch", "status", "step_time_s", "compile_time_s",
-            "memory_bytes", "peak_rss_bytes", "speedup_vs_transformer", "memory_vs_transformer")
+            "memory_bytes", "peak_rss_bytes", "speedup_vs_transformer", "memory_vs_transformer",
+            "implementation", "attention_dropout_rate", "flops", "flops_while_loops",
+            "gflops_per_s", "speedup_vs_fastest_exact", "fastest_exact_implementation")
+DEFAULT_IMPLEMENTATION = "dense"  # SoftmaxAttention.implementation's default
 
 
 def _module_and_batch(spec: dict):
@@ -69,6 +80,8 @@ def _module_and_batch(spec: dict):
     cfg.attention_kwargs = ml_collections.ConfigDict(kwargs)
     cfg.emb_dim, cfg.num_heads, cfg.qkv_dim = spec["emb_dim"], spec["num_heads"], spec["qkv_dim"]
     cfg.mlp_dim, cfg.num_layers = spec["mlp_dim"], spec["num_layers"]
+    if spec.get("attention_dropout_rate") is not None:
+      cfg.attention_dropout_rate = spec["attention_dropout_rate"]
     module = build_model(cfg, vocab_size=257, num_classes=2, max_len=length)
     batch = {"inputs": jnp.ones((b, length), jnp.int32), "mask": mask,
              "targets": jnp.zeros((b,), jnp.int32)}
@@ -124,6 +137,7 @@ def measure(spec: dict) -> dict:
   if stats is not None:
     memory = int(stats.temp_size_in_bytes + stats.argument_size_in_bytes
                  + stats.output_size_in_bytes - stats.alias_size_in_bytes)
+  flops, while_loops = compiled_flops(compiled)
   params, opt_state, loss = compiled(params, opt_state, batch, rng)  # warm-up
   jax.block_until_ready(loss)
   times = []
@@ -132,16 +146,45 @@ def measure(spec: dict) -> dict:
     params, opt_state, loss = compiled(params, opt_state, batch, rng)
     jax.block_until_ready(loss)
     times.append(time.perf_counter() - started)
-  return {"status": "ok", "step_time_s": statistics.median(times),
+  step_time = statistics.median(times)
+  return {"status": "ok", "step_time_s": step_time,
           "compile_time_s": compile_time, "memory_bytes": memory,
-          "peak_rss_bytes": peak_rss_bytes(), "loss_finite": bool(jnp.isfinite(loss))}
+          "peak_rss_bytes": peak_rss_bytes(), "loss_finite": bool(jnp.isfinite(loss)),
+          "flops": flops, "flops_while_loops": while_loops,
+          "gflops_per_s": flops / step_time / 1e9 if flops else None}
+
+
+def compiled_flops(compiled) -> tuple[float | None, int | None]:
+  """FLOPs of one call from XLA's cost analysis, and the number of while loops in the HLO.
+
+  `cost_analysis()` is a dict in recent JAX and a list of dicts (one per executable) in older
+  versions; None where the backend offers none. XLA's HloCostAnalysis counts a while loop's
+  body once, not once per trip, so where the step has loops (`lax.scan`/`lax.map`, e.g. the
+  blocked softmax, causal Performer, Reformer chunks) the count is a lower bound: the second
+  value says how many loops there are (0 = the count is complete)."""
+  try:
+    cost = compiled.cost_analysis()
+  except Exception:  # pylint: disable=broad-except  some backends do not implement it
+    return None, None
+  if isinstance(cost, (list, tuple)):
+    cost = cost[0] if cost else None
+  flops = cost.get("flops") if isinstance(cost, dict) else None
+  if flops is None or flops <= 0:
+    return None, None
+  try:
+    loops = len(re.findall(r"\bwhile\(", compiled.as_text()))
+  except Exception:  # pylint: disable=broad-except
+    loops = None
+  return float(flops), loops
 
 
 def run_one(spec: dict, timeout: int) -> dict:
   """Runs `measure` in a subprocess; failures and time-outs become rows, not crashes."""
   row = {**dict.fromkeys(ROW_KEYS), "attention": spec["attention"], "length": spec["length"],
          "batch": spec["batch"], "block": spec["block"], "model": spec["model"],
-         "kwargs": spec["kwargs"]}
+         "kwargs": spec["kwargs"], "implementation": implementation_of(spec),
+         "attention_dropout_rate": spec.get("attention_dropout_rate"),
+         "exact_only": bool(spec.get("exact_only"))}
   cmd = [sys.executable, "-m", "lra.benchmark", f"--worker={json.dumps(spec)}"]
   root = Path(__file__).resolve().parents[1]
   try:
@@ -157,25 +200,63 @@ def run_one(spec: dict, timeout: int) -> dict:
   return {**row, **json.loads(lines[-1])}
 
 
+def implementation_of(row: dict) -> str | None:
+  """The `transformer` implementation a row (or spec) measured; None for other variants."""
+  if row["attention"] != "transformer":
+    return None
+  return row.get("implementation") or (row.get("kwargs") or {}).get(
+      "implementation", DEFAULT_IMPLEMENTATION)
+
+
+def label(row: dict) -> str:
+  """Row name in tables and plots: `transformer (blocked)` for a non-default implementation."""
+  impl = implementation_of(row)
+  return row["attention"] if impl in (None, DEFAULT_IMPLEMENTATION) else f"transformer ({impl})"
+
+
 def add_ratios(rows: list[dict]) -> list[dict]:
-  reference = {r["length"]: r for r in rows
-               if r["attention"] == "transformer" and r["status"] == "ok"}
+  """Adds, per row, LRA's ratios to the dense `transformer` at the same length
+  (`speedup_vs_transformer`, `memory_vs_transformer`) and the speed-up against the fastest exact
+  attention measured at that length (`transformer` under any implementation)."""
+  reference, fastest = {}, {}
+  for length in {r["length"] for r in rows}:
+    exact = [r for r in rows if r["length"] == length and r["attention"] == "transformer"
+             and r["status"] == "ok"]
+    dense = [r for r in exact if implementation_of(r) == DEFAULT_IMPLEMENTATION]
+    main = [r for r in exact if not r.get("exact_only")]  # the user's own transformer row
+    if dense or main:
+      reference[length] = (dense or main)[0]
+    if exact:
+      fastest[length] = min(exact, key=lambda r: r["step_time_s"])
   for row in rows:
-    ref = reference.get(row["length"])
-    ok = row["status"] == "ok" and ref is not None
-    row["speedup_vs_transformer"] = ref["step_time_s"] / row["step_time_s"] if ok else None
+    ok = row["status"] == "ok"
+    ref, best = reference.get(row["length"]), fastest.get(row["length"])
+    row["speedup_vs_transformer"] = ref["step_time_s"] / row["step_time_s"] if ok and ref else None
     row["memory_vs_transformer"] = (row["memory_bytes"] / ref["memory_bytes"]
-                                    if ok and row.get("memory_bytes") and ref.get("memory_bytes")
-                                    else None)
+                                    if ok and ref and row.get("memory_bytes")
+                                    and ref.get("memory_bytes") else None)
+    row["speedup_vs_fastest_exact"] = (best["step_time_s"] / row["step_time_s"]
+                                       if ok and best else None)
+    row["fastest_exact_implementation"] = implementation_of(best) if best else None
   return rows
 
 
+def _fmt_flops(row: dict, value: float, spec: str) -> str:
+  """A FLOP figure; `>=` where XLA counted loop bodies once (see `compiled_flops`)."""
+  return (">=" if row.get("flops_while_loops") else "") + format(value, spec)
+
+
 def markdown(rows: list[dict]) -> str:
-  """LRA Table 2 layout: steps/s and memory per length, ratios to the Transformer."""
+  """LRA Table 2 layout: steps/s and memory per length, ratios to the Transformer; then the
+  speed-up against the fastest exact attention at each length and the achieved GFLOP/s."""
   lengths = sorted({r["length"] for r in rows})
-  names = sorted({r["attention"] for r in rows}, key=lambda n: (n != "transformer", n))
-  by = {(r["attention"], r["length"]): r for r in rows}
-  head = ["model"] + [f"steps/s @{n}" for n in lengths] + [f"memory MB @{n}" for n in lengths]
+  names = sorted({label(r) for r in rows}, key=lambda n: (not n.startswith("transformer"), n))
+  by = {(label(r), r["length"]): r for r in rows}
+  fastest = {n: next((r["fastest_exact_implementation"] for r in rows if r["length"] == n
+                      and r.get("fastest_exact_implementation")), None) for n in lengths}
+  head = (["model"] + [f"steps/s @{n}" for n in lengths] + [f"memory MB @{n}" for n in lengths]
+          + [f"vs fastest exact ({fastest[n] or '-'}) @{n}" for n in lengths]
+          + [f"GFLOP/s @{n}" for n in lengths])
   lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
   for name in names:
     cells = [name]
@@ -191,8 +272,18 @@ def markdown(rows: list[dict]) -> str:
                    if r["status"] == "ok" and r.get("memory_vs_transformer")
                    else f"{r['memory_bytes'] / 2**20:.0f}" if r["status"] == "ok"
                    and r.get("memory_bytes") else "-")
+    for n in lengths:
+      r = by.get((name, n), {"status": "missing"})
+      cells.append(f"{r['speedup_vs_fastest_exact']:.2f}x" if r.get("speedup_vs_fastest_exact")
+                   else "-")
+    for n in lengths:
+      r = by.get((name, n), {"status": "missing"})
+      cells.append(_fmt_flops(r, r["gflops_per_s"], ".1f") if r.get("gflops_per_s") else "-")
     lines.append("| " + " | ".join(cells) + " |")
-  return "\n".join(lines) + "\n"
+  note = ("\nRatios in brackets are to the dense `transformer` at the same length (LRA Table 2). "
+          "GFLOP/s = XLA cost-analysis FLOPs per train step / step time; `>=` where the step "
+          "has while loops, whose bodies XLA counts once.\n")
+  return "\n".join(lines) + "\n" + note
 
 
 def plot(rows: list[dict], path: str) -> None:
@@ -201,8 +292,8 @@ def plot(rows: list[dict], path: str) -> None:
   import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
 
   fig, (ax_t, ax_m) = plt.subplots(1, 2, figsize=(12, 5))
-  for name in sorted({r["attention"] for r in rows}):
-    ok = sorted((r for r in rows if r["attention"] == name and r["status"] == "ok"),
+  for name in sorted({label(r) for r in rows}):
+    ok = sorted((r for r in rows if label(r) == name and r["status"] == "ok"),
                 key=lambda r: r["length"])
     if not ok:
       continue
@@ -219,6 +310,29 @@ def plot(rows: list[dict], path: str) -> None:
   ax_m.legend(fontsize=8)
   fig.tight_layout()
   fig.savefig(path, dpi=110)
+
+
+def exact_implementations(text: str) -> list[str]:
+  from models.attention.transformer import IMPLEMENTATIONS  # pylint: disable=import-outside-toplevel
+  chosen = [t.strip() for t in text.split(",") if t.strip()]
+  unknown = [t for t in chosen if t not in IMPLEMENTATIONS]
+  if unknown:
+    raise app.UsageError(f"--exact={text!r}: unknown implementation(s) {unknown}; expected a "
+                         f"comma-separated subset of {','.join(IMPLEMENTATIONS)} (or empty)")
+  return list(dict.fromkeys(chosen))
+
+
+def attention_dropout_rate(name: str, kwargs: dict, model: str) -> float:
+  """The attention-weight dropout a row trains with. One block (--model=block/attention) is
+  built with the modules' default, 0. The full Text model uses the shared config's LRA rate,
+  except `transformer` with implementation 'xla': `jax.nn.dot_product_attention` has no
+  attention dropout (SoftmaxAttention refuses it), so that row is measured without it."""
+  if model != "full":
+    return 0.0
+  from configs import defaults  # pylint: disable=import-outside-toplevel
+  if implementation_of({"attention": name, "kwargs": kwargs}) == "xla":
+    return 0.0
+  return float(defaults.shared_config().model.attention_dropout_rate)
 
 
 def main(argv):
@@ -243,18 +357,26 @@ def main(argv):
   except ValueError as e:
     raise app.UsageError(f"--lengths={FLAGS.lengths!r}: expected integers like 1024,2048") from e
   overrides = json.loads(FLAGS.attention_kwargs)
+  Path(FLAGS.out).parent.mkdir(parents=True, exist_ok=True)
+  specs = [(name, overrides.get(name, {}), False) for name in names]
+  for impl in exact_implementations(FLAGS.exact):
+    kwargs = {**overrides.get("transformer", {}), "implementation": impl}
+    if not any(n == "transformer" and implementation_of({"attention": n, "kwargs": k}) == impl
+               for n, k, _ in specs):  # the transformer row already measures this one
+      specs.append(("transformer", kwargs, True))
   rows = []
   for length in lengths:
-    for name in names:
+    for name, kwargs, exact_only in specs:
       spec = {"attention": name, "length": length, "batch": FLAGS.batch,
               "emb_dim": FLAGS.emb_dim, "num_heads": FLAGS.num_heads, "qkv_dim": FLAGS.qkv_dim,
               "mlp_dim": FLAGS.mlp_dim, "num_layers": FLAGS.num_layers, "block": FLAGS.block,
-              "model": FLAGS.model, "kwargs": overrides.get(name, {}),
-              "repeats": FLAGS.repeats}
+              "model": FLAGS.model, "kwargs": kwargs, "repeats": FLAGS.repeats,
+              "exact_only": exact_only,
+              "attention_dropout_rate": attention_dropout_rate(name, kwargs, FLAGS.model)}
       row = run_one(spec, FLAGS.timeout)
       rows.append(row)
       step = f"{row['step_time_s']:.4f}s" if row["status"] == "ok" else row["status"]
-      print(f"{name:>20} @ {length:>6}: {step}", flush=True)
+      print(f"{label(row):>22} @ {length:>6}: {step}", flush=True)
       Path(FLAGS.out).write_text(json.dumps(add_ratios(rows), indent=1))  # keep partial results
   rows = add_ratios(rows)
   Path(FLAGS.out).write_text(json.dumps(rows, indent=1))

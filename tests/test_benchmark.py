@@ -1,39 +1,82 @@
-"""The efficiency benchmark on tiny lengths: JSON schema, ratios, failures recorded. No timing
-is asserted (these machines are noisy)."""
+"""The efficiency benchmark on tiny lengths: JSON schema, ratios, FLOPs, the exact-attention
+references, failures recorded. No timing is asserted (these machines are noisy)."""
 import json
 import subprocess
 import sys
 from pathlib import Path
 
+import jax
+import jax.numpy as jnp
+import pytest
+
 from lra import benchmark
 
 ROOT = Path(__file__).resolve().parents[1]
+TINY = ["--batch=1", "--emb_dim=16", "--qkv_dim=16", "--num_heads=2", "--mlp_dim=32",
+        "--repeats=1"]
 
 
 def test_benchmark_writes_rows_tables_and_plot(tmp_path):
   out, md, png = tmp_path / "bench.json", tmp_path / "bench.md", tmp_path / "bench.png"
   cmd = [sys.executable, "-m", "lra.benchmark", "--attention=transformer,local",
-         "--lengths=32,64", "--batch=1", "--emb_dim=16", "--qkv_dim=16", "--num_heads=2",
-         "--mlp_dim=32", "--repeats=1", f"--out={out}", f"--markdown={md}", f"--plot={png}",
-         '--attention_kwargs={"local": {"bogus_kwarg": 1}}']
+         "--lengths=64,128", *TINY, f"--out={out}", f"--markdown={md}", f"--plot={png}",
+         '--attention_kwargs={"local": {"bogus_kwarg": 1}}']  # --exact: all three by default
   done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
   assert done.returncode == 0, done.stderr[-2000:]
   rows = json.loads(out.read_text())
-  assert {(r["attention"], r["length"]) for r in rows} == {
-      ("transformer", 32), ("transformer", 64), ("local", 32), ("local", 64)}
+  assert sorted((r["attention"], r["implementation"], r["length"]) for r in rows) == sorted(
+      [(a, i, n) for n in (64, 128) for a, i in
+       [("transformer", "dense"), ("transformer", "blocked"), ("transformer", "xla"),
+        ("local", None)]])
   for row in rows:
     for key in benchmark.ROW_KEYS:
       assert key in row, key
+    assert row["attention_dropout_rate"] == 0.0  # one block: the modules' default
     if row["attention"] == "transformer":
       assert row["status"] == "ok"
       assert row["step_time_s"] > 0 and row["compile_time_s"] > 0
       assert row["memory_bytes"] > 0 and row["peak_rss_bytes"] > 0
-      assert row["speedup_vs_transformer"] == 1.0 and row["memory_vs_transformer"] == 1.0
+      assert row["flops"] > 0 and row["flops_while_loops"] >= 0
+      assert row["gflops_per_s"] == pytest.approx(row["flops"] / row["step_time_s"] / 1e9)
+      assert row["exact_only"] == (row["implementation"] != "dense")
     else:  # a variant that fails is recorded, and the benchmark goes on
       assert row["status"].startswith("failed") and "bogus_kwarg" in row["status"]
-      assert row["speedup_vs_transformer"] is None
-  assert "| transformer |" in md.read_text() and "failed" in md.read_text()
+      assert row["speedup_vs_transformer"] is None and row["flops"] is None
+      assert row["speedup_vs_fastest_exact"] is None
+  for length in (64, 128):  # the ratios, recomputed here from the rows' own step times
+    exact = {r["implementation"]: r for r in rows
+             if r["length"] == length and r["attention"] == "transformer"}
+    fastest = min(exact, key=lambda i: exact[i]["step_time_s"])
+    for impl, row in exact.items():
+      assert row["fastest_exact_implementation"] == fastest
+      assert row["speedup_vs_fastest_exact"] == pytest.approx(
+          exact[fastest]["step_time_s"] / row["step_time_s"])
+      assert row["speedup_vs_transformer"] == pytest.approx(
+          exact["dense"]["step_time_s"] / row["step_time_s"])
+      assert row["memory_vs_transformer"] == pytest.approx(
+          row["memory_bytes"] / exact["dense"]["memory_bytes"])
+    assert exact[fastest]["speedup_vs_fastest_exact"] == 1.0
+  text = md.read_text()
+  assert "| transformer |" in text and "| transformer (blocked) |" in text
+  assert "| transformer (xla) |" in text and "failed" in text
+  assert "vs fastest exact" in text and "GFLOP/s @128" in text
   assert png.stat().st_size > 1000
+
+
+def test_exact_flag_empty_and_unknown(tmp_path):
+  out = tmp_path / "bench.json"
+  cmd = [sys.executable, "-m", "lra.benchmark", "--attention=transformer", "--lengths=64",
+         *TINY, f"--out={out}"]
+  done = subprocess.run(cmd + ["--exact="], cwd=ROOT, capture_output=True, text=True,
+                        timeout=300)
+  assert done.returncode == 0, done.stderr[-2000:]
+  rows = json.loads(out.read_text())
+  assert [(r["attention"], r["implementation"]) for r in rows] == [("transformer", "dense")]
+  assert rows[0]["speedup_vs_fastest_exact"] == 1.0
+  assert rows[0]["fastest_exact_implementation"] == "dense"
+  done = subprocess.run(cmd + ["--exact=dense,flash"], cwd=ROOT, capture_output=True,
+                        text=True, timeout=300)
+  assert done.returncode != 0 and "flash" in done.stderr and "blocked" in done.stderr
 
 
 def test_ratios_are_relative_to_transformer_at_each_length():
@@ -45,4 +88,78 @@ def test_ratios_are_relative_to_transformer_at_each_length():
            "memory_bytes": 100}]
   benchmark.add_ratios(rows)
   assert rows[1]["speedup_vs_transformer"] == 4.0 and rows[1]["memory_vs_transformer"] == 0.25
+  assert rows[1]["speedup_vs_fastest_exact"] == 4.0
+  assert rows[1]["fastest_exact_implementation"] == "dense"  # a row without the field: default
   assert rows[2]["speedup_vs_transformer"] is None  # no reference at that length
+  assert rows[2]["speedup_vs_fastest_exact"] is None
+
+
+def test_lra_ratio_stays_dense_while_fastest_exact_is_the_quickest_implementation():
+  def row(attention, impl, time, memory, exact_only=False, status="ok"):
+    return {"attention": attention, "length": 8, "status": status, "step_time_s": time,
+            "memory_bytes": memory, "implementation": impl, "exact_only": exact_only}
+  rows = [row("x", None, 1.0, 50), row("transformer", "dense", 3.0, 300),
+          row("transformer", "blocked", 2.0, 100, True), row("transformer", "xla", 4.0, 200, True),
+          row("transformer", "xla", None, None, True, status="failed: no")]
+  benchmark.add_ratios(rows)
+  x, dense, blocked, xla, failed = rows
+  assert x["speedup_vs_transformer"] == 3.0 and x["memory_vs_transformer"] == 50 / 300
+  assert x["speedup_vs_fastest_exact"] == 2.0 and x["fastest_exact_implementation"] == "blocked"
+  assert blocked["speedup_vs_transformer"] == 1.5 and blocked["speedup_vs_fastest_exact"] == 1.0
+  assert xla["speedup_vs_transformer"] == 0.75 and xla["speedup_vs_fastest_exact"] == 0.5
+  assert dense["speedup_vs_fastest_exact"] == 2.0 / 3.0
+  assert failed["speedup_vs_transformer"] is None and failed["speedup_vs_fastest_exact"] is None
+  # the user's own transformer is the LRA reference where no dense row was measured
+  rows = [row("x", None, 1.0, 50), row("transformer", "blocked", 2.0, 100),
+          row("transformer", "xla", 1.0, 100, True)]
+  benchmark.add_ratios(rows)
+  assert rows[0]["speedup_vs_transformer"] == 2.0 and rows[0]["speedup_vs_fastest_exact"] == 1.0
+  assert rows[0]["fastest_exact_implementation"] == "xla"
+
+
+class _Compiled:
+  def __init__(self, cost, text="ENTRY main { ROOT x = f32[] constant(0) }"):
+    self.cost, self.text = cost, text
+
+  def cost_analysis(self):
+    if isinstance(self.cost, Exception):
+      raise self.cost
+    return self.cost
+
+  def as_text(self):
+    return self.text
+
+
+def test_compiled_flops_handles_dict_list_and_missing():
+  assert benchmark.compiled_flops(_Compiled({"flops": 12.0})) == (12.0, 0)
+  assert benchmark.compiled_flops(_Compiled([{"flops": 7.0}])) == (7.0, 0)
+  assert benchmark.compiled_flops(_Compiled(None)) == (None, None)
+  assert benchmark.compiled_flops(_Compiled([])) == (None, None)
+  assert benchmark.compiled_flops(_Compiled({"flops": -1.0})) == (None, None)
+  assert benchmark.compiled_flops(_Compiled(NotImplementedError())) == (None, None)
+
+
+def test_compiled_flops_counts_a_matmul_and_flags_loops():
+  n = 64
+  a = jnp.ones((n, n))
+  compiled = jax.jit(lambda a, b: a @ b).lower(a, a).compile()
+  flops, loops = benchmark.compiled_flops(compiled)
+  assert flops == pytest.approx(2 * n ** 3, rel=0.01) and loops == 0
+
+  def repeated(a, b):
+    return jax.lax.scan(lambda c, _: (c @ b, None), a, None, length=10)[0]
+  flops, loops = benchmark.compiled_flops(jax.jit(repeated).lower(a, a).compile())
+  assert loops >= 1 and flops < 10 * 2 * n ** 3  # XLA counts the loop body once: a lower bound
+
+
+def test_full_model_xla_transformer_runs_without_attention_dropout():
+  assert benchmark.attention_dropout_rate("transformer", {"implementation": "xla"}, "full") == 0
+  assert benchmark.attention_dropout_rate("transformer", {}, "full") == 0.1  # LRA's rate
+  assert benchmark.attention_dropout_rate("transformer", {"implementation": "xla"}, "block") == 0
+  spec = {"attention": "transformer", "length": 16, "batch": 1, "emb_dim": 16, "num_heads": 2,
+          "qkv_dim": 16, "mlp_dim": 32, "num_layers": 1, "block": "encoder", "model": "full",
+          "kwargs": {"implementation": "xla"}, "repeats": 1,
+          "attention_dropout_rate": benchmark.attention_dropout_rate(
+              "transformer", {"implementation": "xla"}, "full")}
+  result = benchmark.measure(spec)
+  assert result["status"] == "ok" and result["loss_finite"] and result["flops"] > 0
