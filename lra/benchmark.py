@@ -30,28 +30,35 @@ from pathlib import Path
 from absl import app, flags
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("attention", "all", "Comma-separated registered names, or 'all'.")
-flags.DEFINE_string("lengths", "1024,2048,4096,8192", "Comma-separated sequence lengths.")
-flags.DEFINE_integer("batch", 2, "Batch size.")
-flags.DEFINE_integer("emb_dim", 256, "Embedding width.")
-flags.DEFINE_integer("num_heads", 4, "Attention heads.")
-flags.DEFINE_integer("qkv_dim", 256, "Total q/k/v width.")
-flags.DEFINE_integer("mlp_dim", 1024, "Feed-forward width.")
-flags.DEFINE_integer("num_layers", 4, "Layers (with --model=full).")
-flags.DEFINE_enum("block", "encoder", ["encoder", "attention"],
-                  "What to time: one encoder block, or the attention layer alone.")
-flags.DEFINE_enum("model", "block", ["block", "full"], "'full' times the whole Text model.")
-flags.DEFINE_string("attention_kwargs", "{}",
-                    "JSON: {name: {kwarg: value}} overriding a variant's defaults.")
-flags.DEFINE_integer("repeats", 5, "Timed train steps after compilation (median reported).")
-flags.DEFINE_integer("timeout", 1800, "Seconds allowed per (variant, length).")
-flags.DEFINE_string("out", "bench.json", "JSON output (one object per variant and length).")
-flags.DEFINE_string("markdown", "", "Optional Markdown table output path ('-' = stdout).")
-flags.DEFINE_string("plot", "", "Optional PNG: log-log time and memory against length.")
-flags.DEFINE_string("exact", "dense,blocked,xla",
-                    "Comma-separated `transformer` implementations also measured, for the "
-                    "speed-up against the fastest exact attention ('' = none).")
-flags.DEFINE_string("worker", "", "Internal: JSON spec of one measurement.")
+
+
+def define_flags() -> None:
+  """The command line's flags; defined when run as a program, so that importing this module
+  (tests, lra.report) defines none."""
+  flags.DEFINE_string("attention", "all", "Comma-separated registered names, or 'all'.")
+  flags.DEFINE_string("lengths", "1024,2048,4096,8192", "Comma-separated sequence lengths.")
+  flags.DEFINE_integer("batch", 2, "Batch size.")
+  flags.DEFINE_integer("emb_dim", 256, "Embedding width.")
+  flags.DEFINE_integer("num_heads", 4, "Attention heads.")
+  flags.DEFINE_integer("qkv_dim", 256, "Total q/k/v width.")
+  flags.DEFINE_integer("mlp_dim", 1024, "Feed-forward width.")
+  flags.DEFINE_integer("num_layers", 4, "Layers (with --model=full).")
+  flags.DEFINE_enum("block", "encoder", ["encoder", "attention"],
+                    "What to time: one encoder block, or the attention layer alone.")
+  flags.DEFINE_enum("model", "block", ["block", "full"], "'full' times the whole Text model.")
+  flags.DEFINE_string("attention_kwargs", "{}",
+                      "JSON: {name: {kwarg: value}} overriding a variant's defaults.")
+  flags.DEFINE_integer("repeats", 5, "Timed train steps after compilation (median reported).")
+  flags.DEFINE_integer("timeout", 1800, "Seconds allowed per (variant, length).")
+  flags.DEFINE_string("out", "bench.json", "JSON output (one object per variant and length).")
+  flags.DEFINE_string("markdown", "", "Optional Markdown table output path ('-' = stdout).")
+  flags.DEFINE_string("plot", "", "Optional PNG: log-log time and memory against length.")
+  flags.DEFINE_string("exact", "dense,blocked,xla",
+                      "Comma-separated `transformer` implementations also measured, for the "
+                      "speed-up against the fastest exact attention ('' = none).")
+  flags.DEFINE_string("worker", "", "Internal: JSON spec of one measurement.")
+
+
 
 ROW_KEYS = ("attention", "length", "batch", "status", "step_time_s", "compile_time_s",
             "memory_bytes", "peak_rss_bytes", "speedup_vs_transformer", "memory_vs_transformer",
@@ -313,7 +320,9 @@ def plot(rows: list[dict], path: str) -> None:
 
 
 def exact_implementations(text: str) -> list[str]:
-  from models.attention.transformer import IMPLEMENTATIONS  # pylint: disable=import-outside-toplevel
+  """--exact's implementations, checked against the transformer's list."""
+  from models.attention import transformer  # pylint: disable=import-outside-toplevel
+  IMPLEMENTATIONS = transformer.IMPLEMENTATIONS  # pylint: disable=invalid-name
   chosen = [t.strip() for t in text.split(",") if t.strip()]
   unknown = [t for t in chosen if t not in IMPLEMENTATIONS]
   if unknown:
@@ -392,4 +401,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  define_flags()
   app.run(main)
