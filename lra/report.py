@@ -5,8 +5,8 @@
         [--plot=fig3.png] [--curves=curves.png] [--out=report.md]
 
 Every `results.json` under --runs (searched recursively) is one finished run; a folder with a
-`config.json` and no `results.json` is an unfinished or failed run, named on stderr and counted
-in the output. Runs are grouped per (variant, task): they must share their config except the
+`config.json` and no `results.json`, or a run an lra.sweep index (`sweep.jsonl`) lists as not
+done, is an unfinished or failed run, named on stderr and in the output's header. Runs are grouped per (variant, task): they must share their config except the
 seed (and the data/cache folders); a difference is an error naming both runs.
 
 Tables: accuracy (Tay et al. 2021, Table 1 layout; `--published` adds the papers' figures and
@@ -95,8 +95,10 @@ def _read_json(path: Path) -> dict:
     raise ReportError(f"{path}: not readable JSON ({e})") from e
 
 
-def find_runs(root: str | Path) -> tuple[list[Run], list[Path]]:
-  """Finished runs (a results.json) and unfinished ones (a config.json, no results.json)."""
+def find_runs(root: str | Path) -> tuple[list[Run], list[str]]:
+  """Finished runs (a results.json) and the unfinished ones, described: a folder with a
+  config.json and no results.json, or a run that an lra.sweep index (sweep.jsonl) lists as not
+  done and that has no results.json (e.g. one that failed before writing its config)."""
   root = Path(root)
   if not root.is_dir():
     raise ReportError(f"--runs={root}: not a folder")
@@ -112,10 +114,29 @@ def find_runs(root: str | Path) -> tuple[list[Run], list[Path]]:
       raise ReportError(f"{path.parent}: neither config.json nor results.json's config")
     runs.append(Run(path.parent, results, config))
   finished = {run.path for run in runs}
-  unfinished = sorted(p.parent for p in root.rglob("config.json")
-                      if p.parent not in finished
-                      and not any(parent in finished for parent in p.parents))
-  return runs, unfinished
+  unfinished = {p.parent: "no results.json" for p in root.rglob("config.json")
+                if p.parent not in finished
+                and not any(parent in finished for parent in p.parents)}
+  for index in root.rglob("sweep.jsonl"):
+    for name, record in _sweep_states(index).items():
+      run_dir = index.parent / name  # lra.sweep: <workdir>/<attention>_<task>_seed<seed>
+      if run_dir not in finished and record.get("state") != "done":
+        reason = record.get("reason")
+        unfinished[run_dir] = f"sweep: {record.get('state')}" + (f", {reason}" if reason else "")
+  return runs, [f"{path} ({why})" for path, why in sorted(unfinished.items())]
+
+
+def _sweep_states(index: Path) -> dict[str, dict]:
+  """The last record per run of an lra.sweep index (one JSON object per line)."""
+  latest = {}
+  for line in index.read_text().splitlines():
+    try:
+      record = json.loads(line)
+    except json.JSONDecodeError:  # a line cut by a kill; lra.sweep reports those itself
+      continue
+    if isinstance(record, dict) and "run" in record:
+      latest[record["run"]] = record
+  return latest
 
 
 def _config_without_ignored(config: dict) -> dict:
@@ -167,9 +188,9 @@ def build_report(runs_dir: str, fmt: str = "markdown", published: bool = False,
   from lra import report_plots, report_tables  # pylint: disable=import-outside-toplevel
   runs, unfinished = find_runs(runs_dir)
   if unfinished:
-    print(f"report: {len(unfinished)} run director{'y' if len(unfinished) == 1 else 'ies'} "
-          f"without results.json (unfinished or failed), not in the tables: "
-          f"{', '.join(str(p) for p in unfinished)}", file=sys.stderr)
+    print(f"report: {len(unfinished)} run{'' if len(unfinished) == 1 else 's'} without "
+          f"results.json (unfinished or failed), not in the tables: {'; '.join(unfinished)}",
+          file=sys.stderr)
   if not runs:
     raise ReportError(f"--runs={runs_dir}: no results.json found (unfinished run directories: "
                       f"{len(unfinished)})")

@@ -87,6 +87,11 @@ def row_order(accuracy: dict) -> list[str]:
                                              -averages[label][0], label))
 
 
+def _r(value: float) -> float:
+  """CSV numbers: 6 decimals (accuracy in %, so far below the test sets' resolution)."""
+  return round(float(value), 6)
+
+
 def _published_attention(label: str) -> str:
   return label.split(" (")[0]  # "transformer (blocked)" is the same maths as "transformer"
 
@@ -114,15 +119,16 @@ def table1(accuracy: dict, published: bool = False) -> Table:
       acc = accuracy.get((label, t))
       text, suffix = acc.text() if acc else MISSING, ""
       is_best = bool(acc) and acc.mean == best[t]
-      record.update({f"{t}_mean": acc.mean if acc else "", f"{t}_std": (acc.std if acc and
-                     acc.std is not None else ""), f"{t}_seeds": acc.n if acc else 0,
+      record.update({f"{t}_mean": _r(acc.mean) if acc else "",
+                     f"{t}_std": _r(acc.std) if acc and acc.std is not None else "",
+                     f"{t}_seeds": acc.n if acc else 0,
                      f"{t}_best": "*" if is_best else ""})
       if published:
         value = entry.get(t) if entry else None
         diff = acc.mean - value if acc and isinstance(value, float) else None
         suffix = f" / {_fmt_published(value)}" + (f" ({diff:+.2f})" if diff is not None else "")
         record.update({f"{t}_published": "" if value is None else value,
-                       f"{t}_diff": "" if diff is None else diff})
+                       f"{t}_diff": "" if diff is None else _r(diff)})
       cells.append(Cell(text, bold=is_best, suffix=suffix))
     avg, tasks = averages[label]
     is_complete = label in complete
@@ -130,7 +136,7 @@ def table1(accuracy: dict, published: bool = False) -> Table:
     if not is_complete:
       notes.append(f"{INCOMPLETE} {label}: Avg over {', '.join(TASK_NAMES[t] for t in tasks)} "
                    f"only (no {', '.join(TASK_NAMES[t] for t in present if t not in tasks)})")
-    record.update({"avg": avg, "avg_tasks": ";".join(tasks), "avg_complete": int(is_complete),
+    record.update({"avg": _r(avg), "avg_tasks": ";".join(tasks), "avg_complete": int(is_complete),
                    "avg_best": "*" if is_complete and avg == best_avg else ""})
     if published:
       value = entry.get("avg") if entry else None
@@ -138,7 +144,7 @@ def table1(accuracy: dict, published: bool = False) -> Table:
       diff = avg - value if isinstance(value, float) and tasks == published_tasks else None
       suffix = f" / {_fmt_published(value)}" + (f" ({diff:+.2f})" if diff is not None else "")
       record.update({"avg_published": "" if value is None else value,
-                     "avg_diff": "" if diff is None else diff})
+                     "avg_diff": "" if diff is None else _r(diff)})
     cells.append(Cell(text, bold=is_complete and avg == best_avg, suffix=suffix))
     rows.append(cells)
     records.append(record)
@@ -155,10 +161,10 @@ def table1(accuracy: dict, published: bool = False) -> Table:
         record[f"{t}_published"] = "" if entry.get(t) is None else entry[t]
       records.append(record)
   title = "Table 1: test accuracy (%), mean ± sample std over seeds (number of seeds)"
-  notes.insert(0, f"Accuracy in %; {MISSING} = no finished run. Bold: best per column (Avg: among "
-               f"rows covering every task run here: "
-               f"{', '.join(TASK_NAMES[t] for t in present)}). Rows: Transformer first, then by "
-               "Avg, highest first.")
+  notes.insert(0, f"Accuracy in %; {MISSING} = no finished run. Best per column in bold "
+               "(CSV: `*` in the *_best columns); Avg's best among the rows covering every task "
+               f"run here ({', '.join(TASK_NAMES[t] for t in present)}). Rows: Transformer "
+               "first, then by Avg, highest first.")
   if published:
     notes.insert(1, "Cells read `ours / published (ours − published)`. Published figures are at "
                  "the papers' scale (full LRA configs and data, TPU); ours are at the scale of "
@@ -198,7 +204,7 @@ def parameters_table(groups: dict) -> Table:
       text += f" ({ratio:+.1%})" if ratio is not None else ""
       cells.append(Cell(text + (f" {UNFAIR}" if unfair else "")))
       record.update({f"{t}_parameters": values[0],
-                     f"{t}_vs_transformer": "" if ratio is None else ratio,
+                     f"{t}_vs_transformer": "" if ratio is None else _r(ratio),
                      f"{t}_unfair": "*" if unfair else ""})
     rows.append(cells)
     records.append(record)
@@ -300,8 +306,8 @@ def header(runs_dir, runs, unfinished, select, published, bench) -> list[str]:
            "test accuracy at the best validation step (test_at_best_validation.accuracy)")
   lines = [f"Runs: {len(runs)} finished under {runs_dir}; accuracy = {which}."]
   if unfinished:
-    lines.append(f"{len(unfinished)} run directories have no results.json (unfinished or "
-                 f"failed) and are not in the tables: {', '.join(str(p) for p in unfinished)}.")
+    lines.append(f"{len(unfinished)} run(s) without results.json (unfinished or failed), not "
+                 f"in the tables: {'; '.join(unfinished)}.")
   if published:
     lines.append("Published numbers are at the papers' scale (full LRA configurations and data, "
                  "TPU training), not at the scale of these runs.")
