@@ -6,8 +6,9 @@
 
 Every `results.json` under --runs (searched recursively) is one finished run; a folder with a
 `config.json` and no `results.json`, or a run an lra.sweep index (`sweep.jsonl`) lists as not
-done, is an unfinished or failed run, named on stderr and in the output's header. Runs are grouped per (variant, task): they must share their config except the
-seed (and the data/cache folders); a difference is an error naming both runs.
+done, is an unfinished or failed run, named on stderr and in the output's header. Runs are
+grouped per (variant, task): they must share their config except the seed (and the data/cache
+folders); a difference is an error naming both runs.
 
 Tables: accuracy (Tay et al. 2021, Table 1 layout; `--published` adds the papers' figures and
 our difference), parameter counts (the LRA paper's fairness rule: comparable counts), the test
