@@ -1,7 +1,7 @@
 """ListOps with the LRA repository's settings (lra_benchmarks/listops/configs/base_listops_config.py)."""
 import ml_collections
 
-from configs import defaults
+from configs import approximate_regime, defaults
 
 
 def get_config(preset: str | None = None) -> ml_collections.ConfigDict:
@@ -59,4 +59,21 @@ def tiny(config: ml_collections.ConfigDict) -> None:
   train.log_every = 2
 
 
-PRESETS = {"quick": quick, "tiny": tiny}
+def small(config: ml_collections.ConfigDict) -> None:
+  """The CPU comparison protocol (README "Survey table on a CPU"): expressions of 48-128 tokens
+  (depth 4, up to 5 arguments), where every variant runs in its approximate regime: each
+  variant's window, landmarks, blocks, features or buckets cover at most a quarter of the 128
+  positions (configs/approximate_regime.py says how each is scaled). The `quick` model, 1,000
+  steps: a few minutes per run on one core. Differs from LRA in length (LRA: 500-2,000 tokens,
+  depth 10) and model size; the task, tokens and labels are LRA's."""
+  quick(config)
+  gen = config.data.generator
+  gen.max_depth, gen.max_args, gen.min_length, gen.max_length = 4, 5, 48, 128
+  config.data.max_length = 128
+  train = config.train
+  train.warmup_steps, train.num_train_steps = 200, 1000
+  train.eval_every = train.checkpoint_every = 250
+  approximate_regime.scale_to(config, config.data.max_length)
+
+
+PRESETS = {"quick": quick, "small": small, "tiny": tiny}
