@@ -118,26 +118,14 @@ def find_runs(root: str | Path) -> tuple[list[Run], list[str]]:
   unfinished = {p.parent: "no results.json" for p in root.rglob("config.json")
                 if p.parent not in finished
                 and not any(parent in finished for parent in p.parents)}
+  from lra.sweep import Index  # pylint: disable=import-outside-toplevel
   for index in root.rglob("sweep.jsonl"):
-    for name, record in _sweep_states(index).items():
+    for name, record in Index(index.parent).states().items():
       run_dir = index.parent / name  # lra.sweep: <workdir>/<attention>_<task>_seed<seed>
       if run_dir not in finished and record.get("state") != "done":
         reason = record.get("reason")
         unfinished[run_dir] = f"sweep: {record.get('state')}" + (f", {reason}" if reason else "")
   return runs, [f"{path} ({why})" for path, why in sorted(unfinished.items())]
-
-
-def _sweep_states(index: Path) -> dict[str, dict]:
-  """The last record per run of an lra.sweep index (one JSON object per line)."""
-  latest = {}
-  for line in index.read_text().splitlines():
-    try:
-      record = json.loads(line)
-    except json.JSONDecodeError:  # a line cut by a kill; lra.sweep reports those itself
-      continue
-    if isinstance(record, dict) and "run" in record:
-      latest[record["run"]] = record
-  return latest
 
 
 def _config_without_ignored(config: dict) -> dict:

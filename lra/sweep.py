@@ -38,37 +38,44 @@ from absl import app, flags
 
 ROOT = Path(__file__).resolve().parents[1]
 TASKS = ("listops", "text", "retrieval", "image", "pathfinder", "pathx")
-MAX_EXIT = 100
+MAX_EXIT = 100  # exit status = failed runs, capped below the shell's signal range
 # glibc keeps freed blocks instead of unmapping them: XLA's CPU runtime otherwise faults in fresh
 # zeroed pages every step (measured in issue 15: ListOps at L=256 ran 1.5x faster). An existing
 # GLIBC_TUNABLES in the environment wins.
-MALLOC_TUNABLES = "glibc.malloc.mmap_threshold=4294967296:glibc.malloc.trim_threshold=4294967296"  # exit status = failed runs, capped below the shell's signal range
+MALLOC_TUNABLES = "glibc.malloc.mmap_threshold=4294967296:glibc.malloc.trim_threshold=4294967296"
 
 FLAGS = flags.FLAGS
-flags.DEFINE_list("attention", ["transformer"], "Registered attention names, or 'all'.")
-flags.DEFINE_list("tasks", ["listops"], f"Tasks ({', '.join(TASKS)}), or 'all'.")
-flags.DEFINE_list("seeds", ["0"], "Seeds (config.seed), e.g. 0,1,2.")
-flags.DEFINE_string("preset", "", "Config preset applied to every run (quick, small, tiny; "
-                    "'' = the full LRA config).")
-flags.DEFINE_string("workdir", "runs/sweep", "Sweep directory: one run directory per run.")
-flags.DEFINE_multi_string("set", [], "A config override for every run, e.g. "
-                          "--set=train.num_train_steps=500 (repeatable).")
-flags.DEFINE_integer("jobs", 1, "Runs at a time (local launcher).")
-flags.DEFINE_enum("launcher", "local", ["local", "slurm"], "Where runs execute.")
-flags.DEFINE_bool("dry_run", False, "List what would run and what is done; launch nothing.")
-flags.DEFINE_string("devices", "auto", "Local accelerators handed out one per job: 'auto' "
-                    "(CUDA_VISIBLE_DEVICES or nvidia-smi), 'none', or a list like 0,1,2,3.")
-flags.DEFINE_string("device_env", "CUDA_VISIBLE_DEVICES", "Environment variable that gives a "
-                    "job its device (e.g. ROCR_VISIBLE_DEVICES on AMD).")
-flags.DEFINE_string("slurm_partition", "", "SLURM partition.")
-flags.DEFINE_integer("slurm_time_min", 24 * 60, "SLURM time limit per run, minutes.")
-flags.DEFINE_integer("slurm_gpus", 1, "GPUs per run (SLURM).")
-flags.DEFINE_integer("slurm_cpus", 8, "CPUs per run (SLURM).")
-flags.DEFINE_integer("slurm_mem_gb", 64, "Memory per run, GB (SLURM).")
-flags.DEFINE_string("slurm_account", "", "SLURM account ('' = the cluster's default).")
-flags.DEFINE_multi_string("slurm_setup", [], "Shell lines run before each job (module load ...).")
-flags.DEFINE_enum("submitit_cluster", "slurm", ["slurm", "local", "debug"],
-                  "submitit's executor; 'local' runs the same jobs here (used by the tests).")
+
+
+def define_flags() -> None:
+  """The command line's flags; defined when run as a program (or by a test), so that
+  importing this module (lra.report reads its index) defines none."""
+  if "jobs" in FLAGS:
+    return
+  flags.DEFINE_list("attention", ["transformer"], "Registered attention names, or 'all'.")
+  flags.DEFINE_list("tasks", ["listops"], f"Tasks ({', '.join(TASKS)}), or 'all'.")
+  flags.DEFINE_list("seeds", ["0"], "Seeds (config.seed), e.g. 0,1,2.")
+  flags.DEFINE_string("preset", "", "Config preset applied to every run (quick, small, tiny; "
+                      "'' = the full LRA config).")
+  flags.DEFINE_string("workdir", "runs/sweep", "Sweep directory: one run directory per run.")
+  flags.DEFINE_multi_string("set", [], "A config override for every run, e.g. "
+                            "--set=train.num_train_steps=500 (repeatable).")
+  flags.DEFINE_integer("jobs", 1, "Runs at a time (local launcher).")
+  flags.DEFINE_enum("launcher", "local", ["local", "slurm"], "Where runs execute.")
+  flags.DEFINE_bool("dry_run", False, "List what would run and what is done; launch nothing.")
+  flags.DEFINE_string("devices", "auto", "Local accelerators handed out one per job: 'auto' "
+                      "(CUDA_VISIBLE_DEVICES or nvidia-smi), 'none', or a list like 0,1,2,3.")
+  flags.DEFINE_string("device_env", "CUDA_VISIBLE_DEVICES", "Environment variable that gives a "
+                      "job its device (e.g. ROCR_VISIBLE_DEVICES on AMD).")
+  flags.DEFINE_string("slurm_partition", "", "SLURM partition.")
+  flags.DEFINE_integer("slurm_time_min", 24 * 60, "SLURM time limit per run, minutes.")
+  flags.DEFINE_integer("slurm_gpus", 1, "GPUs per run (SLURM).")
+  flags.DEFINE_integer("slurm_cpus", 8, "CPUs per run (SLURM).")
+  flags.DEFINE_integer("slurm_mem_gb", 64, "Memory per run, GB (SLURM).")
+  flags.DEFINE_string("slurm_account", "", "SLURM account ('' = the cluster's default).")
+  flags.DEFINE_multi_string("slurm_setup", [], "Shell lines run before each job (module load ...).")
+  flags.DEFINE_enum("submitit_cluster", "slurm", ["slurm", "local", "debug"],
+                    "submitit's executor; 'local' runs the same jobs here (used by the tests).")
 
 
 # ---------------------------------------------------------------------------- runs and configs
@@ -434,4 +441,5 @@ def entry(argv):
 
 
 if __name__ == "__main__":
+  define_flags()
   app.run(entry)

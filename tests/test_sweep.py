@@ -29,6 +29,7 @@ def last_states(workdir: Path) -> dict[str, dict]:
 
 def run_in_process(workdir: Path, *args: str) -> int:
   """sweep.main with these flags, in this process (so a test can replace train_command)."""
+  sweep.define_flags()
   flags.FLAGS.unparse_flags()
   flags.FLAGS(["lra.sweep", f"--workdir={workdir}", *TINY, *args])
   try:
@@ -41,7 +42,7 @@ def test_sigkill_of_the_sweep_then_restart_skips_done_runs_and_resumes_the_cut_o
   """2 variants x 1 task x 2 seeds; SIGKILL while the second run has a checkpoint."""
   workdir = tmp_path / "sweep"
   args = ["--attention=transformer,local", "--seeds=0,1", "--jobs=1",
-          "--set=train.num_train_steps=1500", "--set=train.checkpoint_every=20"]
+          "--set=train.num_train_steps=800", "--set=train.checkpoint_every=20"]
   process = subprocess.Popen(sweep_cmd(workdir, *args), cwd=ROOT, stdout=subprocess.DEVNULL,
                              stderr=subprocess.DEVNULL)
   cut = None
@@ -80,7 +81,7 @@ def test_sigkill_of_the_sweep_then_restart_skips_done_runs_and_resumes_the_cut_o
                                   for s in (0, 1))
   assert all(r["state"] == "done" for r in states.values())
   results = json.loads((workdir / cut / "results.json").read_text())
-  assert results["steps"] == 1500
+  assert results["steps"] == 800
   assert states[cut]["metrics"]["test_accuracy"] == results["splits"]["test"]["accuracy"]
 
 
