@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import resource
 import statistics
 import subprocess
 import sys
@@ -63,7 +64,15 @@ def define_flags() -> None:
 ROW_KEYS = ("attention", "length", "batch", "status", "step_time_s", "compile_time_s",
             "memory_bytes", "peak_rss_bytes", "speedup_vs_transformer", "memory_vs_transformer",
             "implementation", "attention_dropout_rate", "flops", "flops_while_loops",
-            "gflops_per_s", "speedup_vs_fastest_exact", "fastest_exact_implementation")
+            "gflops_per_s", "speedup_vs_fastest_exact", "fastest_exact_implementation",
+            "user_s_per_step", "sys_s_per_step", "page_faults_per_step")
+SYS_MARK = "§"  # the Markdown table's mark: system CPU time above a quarter of the step time
+
+
+def kernel_bound(row: dict) -> bool:
+  """True when the row's system CPU time per step exceeds a quarter of its step time."""
+  return (row.get("status") == "ok" and row.get("sys_s_per_step") is not None
+          and row["sys_s_per_step"] > row["step_time_s"] / 4)
 DEFAULT_IMPLEMENTATION = "dense"  # SoftmaxAttention.implementation's default
 
 
@@ -148,17 +157,29 @@ def measure(spec: dict) -> dict:
   params, opt_state, loss = compiled(params, opt_state, batch, rng)  # warm-up
   jax.block_until_ready(loss)
   times = []
+  before = resource.getrusage(resource.RUSAGE_SELF)
   for _ in range(spec["repeats"]):
     started = time.perf_counter()
     params, opt_state, loss = compiled(params, opt_state, batch, rng)
     jax.block_until_ready(loss)
     times.append(time.perf_counter() - started)
+  after = resource.getrusage(resource.RUSAGE_SELF)
   step_time = statistics.median(times)
   return {"status": "ok", "step_time_s": step_time,
           "compile_time_s": compile_time, "memory_bytes": memory,
           "peak_rss_bytes": peak_rss_bytes(), "loss_finite": bool(jnp.isfinite(loss)),
           "flops": flops, "flops_while_loops": while_loops,
-          "gflops_per_s": flops / step_time / 1e9 if flops else None}
+          "gflops_per_s": flops / step_time / 1e9 if flops else None,
+          **cpu_per_step(before, after, spec["repeats"])}
+
+
+def cpu_per_step(before, after, steps: int) -> dict:
+  """User and system CPU seconds (all threads) and page faults per timed step, from
+  getrusage deltas: a ratio driven by the kernel (zeroing fresh pages) shows here."""
+  faults = lambda r: r.ru_minflt + r.ru_majflt
+  return {"user_s_per_step": (after.ru_utime - before.ru_utime) / steps,
+          "sys_s_per_step": (after.ru_stime - before.ru_stime) / steps,
+          "page_faults_per_step": (faults(after) - faults(before)) / steps}
 
 
 def compiled_flops(compiled) -> tuple[float | None, int | None]:
@@ -263,15 +284,17 @@ def markdown(rows: list[dict]) -> str:
                       and r.get("fastest_exact_implementation")), None) for n in lengths}
   head = (["model"] + [f"steps/s @{n}" for n in lengths] + [f"memory MB @{n}" for n in lengths]
           + [f"vs fastest exact ({fastest[n] or '-'}) @{n}" for n in lengths]
-          + [f"GFLOP/s @{n}" for n in lengths])
+          + [f"GFLOP/s @{n}" for n in lengths]
+          + [f"user s / sys s / faults per step @{n}" for n in lengths])
   lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
   for name in names:
     cells = [name]
     for n in lengths:
       r = by.get((name, n), {"status": "missing"})
-      cells.append(f"{1 / r['step_time_s']:.2f} ({r['speedup_vs_transformer']:.1f}x)"
+      mark = SYS_MARK if kernel_bound(r) else ""
+      cells.append(f"{1 / r['step_time_s']:.2f}{mark} ({r['speedup_vs_transformer']:.1f}x)"
                    if r["status"] == "ok" and r.get("speedup_vs_transformer")
-                   else f"{1 / r['step_time_s']:.2f}" if r["status"] == "ok"
+                   else f"{1 / r['step_time_s']:.2f}{mark}" if r["status"] == "ok"
                    else r["status"].split(":")[0])
     for n in lengths:
       r = by.get((name, n), {"status": "missing"})
@@ -286,10 +309,17 @@ def markdown(rows: list[dict]) -> str:
     for n in lengths:
       r = by.get((name, n), {"status": "missing"})
       cells.append(_fmt_flops(r, r["gflops_per_s"], ".1f") if r.get("gflops_per_s") else "-")
+    for n in lengths:
+      r = by.get((name, n), {"status": "missing"})
+      cells.append(f"{r['user_s_per_step']:.3f} / {r['sys_s_per_step']:.3f} / "
+                   f"{r['page_faults_per_step'] / 1000:.0f}k"
+                   if r["status"] == "ok" and r.get("sys_s_per_step") is not None else "-")
     lines.append("| " + " | ".join(cells) + " |")
   note = ("\nRatios in brackets are to the dense `transformer` at the same length (LRA Table 2). "
           "GFLOP/s = XLA cost-analysis FLOPs per train step / step time; `>=` where the step "
-          "has while loops, whose bodies XLA counts once.\n")
+          "has while loops, whose bodies XLA counts once. CPU seconds (all threads) and page "
+          f"faults per step from getrusage; {SYS_MARK}: system time above a quarter of the "
+          "step time (the kernel, e.g. zeroing fresh pages, drives that row's speed).\n")
   return "\n".join(lines) + "\n" + note
 
 

@@ -3,6 +3,7 @@ references, failures recorded. No timing is asserted (these machines are noisy).
 import json
 import subprocess
 import sys
+import types
 from pathlib import Path
 
 import jax
@@ -39,6 +40,9 @@ def test_benchmark_writes_rows_tables_and_plot(tmp_path):
       assert row["flops"] > 0 and row["flops_while_loops"] >= 0
       assert row["gflops_per_s"] == pytest.approx(row["flops"] / row["step_time_s"] / 1e9)
       assert row["exact_only"] == (row["implementation"] != "dense")
+      # CPU time of all threads per step (tick-granular: a tiny step may read 0) and faults
+      assert row["user_s_per_step"] >= 0 and row["sys_s_per_step"] >= 0
+      assert row["page_faults_per_step"] >= 0
     else:  # a variant that fails is recorded, and the benchmark goes on
       assert row["status"].startswith("failed") and "bogus_kwarg" in row["status"]
       assert row["speedup_vs_transformer"] is None and row["flops"] is None
@@ -60,7 +64,30 @@ def test_benchmark_writes_rows_tables_and_plot(tmp_path):
   assert "| transformer |" in text and "| transformer (blocked) |" in text
   assert "| transformer (xla) |" in text and "failed" in text
   assert "vs fastest exact" in text and "GFLOP/s @128" in text
+  assert "user s / sys s / faults per step @128" in text
   assert png.stat().st_size > 1000
+
+
+def test_cpu_per_step_is_the_getrusage_delta_per_step():
+  usage = lambda user, system, minor, major: types.SimpleNamespace(
+      ru_utime=user, ru_stime=system, ru_minflt=minor, ru_majflt=major)
+  got = benchmark.cpu_per_step(usage(1.0, 0.5, 100, 1), usage(3.0, 1.5, 4100, 5), steps=4)
+  assert got == {"user_s_per_step": 0.5, "sys_s_per_step": 0.25, "page_faults_per_step": 1001.0}
+
+
+def test_rows_whose_system_time_exceeds_a_quarter_of_the_step_are_marked():
+  row = lambda name, sys_s: {
+      "attention": name, "length": 64, "status": "ok", "step_time_s": 0.4, "kwargs": {},
+      "implementation": None, "memory_bytes": 1, "speedup_vs_transformer": 1.0,
+      "memory_vs_transformer": 1.0, "speedup_vs_fastest_exact": 1.0,
+      "fastest_exact_implementation": "dense", "gflops_per_s": None, "user_s_per_step": 0.5,
+      "sys_s_per_step": sys_s, "page_faults_per_step": 12_000}
+  assert benchmark.kernel_bound(row("a", 0.11)) and not benchmark.kernel_bound(row("a", 0.1))
+  text = benchmark.markdown([row("heavy", 0.2), row("light", 0.05)])
+  heavy = next(line for line in text.splitlines() if line.startswith("| heavy"))
+  light = next(line for line in text.splitlines() if line.startswith("| light"))
+  assert f"2.50{benchmark.SYS_MARK}" in heavy and benchmark.SYS_MARK not in light
+  assert "0.500 / 0.200 / 12k" in heavy
 
 
 def test_exact_flag_empty_and_unknown(tmp_path):
