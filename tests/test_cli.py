@@ -62,7 +62,7 @@ def test_attention_setting_override_reaches_the_mixer(tmp_path, cache_dir):
     ("train.py", [TINY, "--config.model.emb_dim=abc"], ["config.model.emb_dim", "expected int"]),
     # an unknown preset
     ("train.py", ["--config=configs/performer_listops.py:tny"],
-     ["unknown config preset 'tny'", "quick, tiny"]),
+     ["unknown config preset 'tny'", "quick, small, tiny"]),
     # an unknown attention name: the registered ones
     ("train.py", [TINY, "--config.model.attention=performr"],
      ["unknown attention 'performr'", "performer"]),
