@@ -7,7 +7,11 @@ seed and the step.
 """
 from __future__ import annotations
 
-import functools
+from lra import malloc
+
+malloc.keep_freed_memory()  # before jax starts its threads: see lra/malloc.py
+
+import functools  # pylint: disable=wrong-import-position
 import json
 import logging
 import sys

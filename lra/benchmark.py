@@ -377,6 +377,8 @@ def attention_dropout_rate(name: str, kwargs: dict, model: str) -> float:
 def main(argv):
   del argv
   if FLAGS.worker:
+    from lra import malloc  # pylint: disable=import-outside-toplevel
+    malloc.keep_freed_memory()  # before jax starts its threads: see lra/malloc.py
     try:
       result = measure(json.loads(FLAGS.worker))
     except Exception as e:  # pylint: disable=broad-except

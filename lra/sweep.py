@@ -39,10 +39,6 @@ from absl import app, flags
 ROOT = Path(__file__).resolve().parents[1]
 TASKS = ("listops", "text", "retrieval", "image", "pathfinder", "pathx")
 MAX_EXIT = 100  # exit status = failed runs, capped below the shell's signal range
-# glibc keeps freed blocks instead of unmapping them: XLA's CPU runtime otherwise faults in fresh
-# zeroed pages every step (measured in issue 15: ListOps at L=256 ran 1.5x faster). An existing
-# GLIBC_TUNABLES in the environment wins.
-MALLOC_TUNABLES = "glibc.malloc.mmap_threshold=4294967296:glibc.malloc.trim_threshold=4294967296"
 
 FLAGS = flags.FLAGS
 
@@ -256,7 +252,6 @@ def run_local(run: Run, command: list[str], run_dir: Path, slot: dict) -> tuple[
   run_dir.mkdir(parents=True, exist_ok=True)
   env = dict(os.environ, **slot["env"])
   env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-  env.setdefault("GLIBC_TUNABLES", MALLOC_TUNABLES)
   cores = slot["cores"]
 
   def setup():

@@ -1,6 +1,10 @@
 """Shared fixtures: a per-session cache for generated data, so tests never touch ~/.cache."""
 import os
 
+from lra import malloc
+
+malloc.keep_freed_memory()  # before jax starts its threads: see lra/malloc.py
+
 import pytest
 
 
