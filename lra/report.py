@@ -135,7 +135,7 @@ def _config_without_ignored(config: dict) -> dict:
 def group_runs(runs: list[Run]) -> dict[tuple[str, str], list[Run]]:
   """(row label, task) -> runs, sorted by seed. Runs of one cell share their config but for the
   seed; one seed twice (e.g. a copied run) is an error too, as it would count twice."""
-  from lra.run_log import _diff  # pylint: disable=import-outside-toplevel
+  from lra.run_log import differing_fields  # pylint: disable=import-outside-toplevel
   from lra.tasks import TASKS  # pylint: disable=import-outside-toplevel
   groups: dict[tuple[str, str], list[Run]] = {}
   for run in runs:
@@ -147,7 +147,7 @@ def group_runs(runs: list[Run]) -> dict[tuple[str, str], list[Run]]:
     reference = _config_without_ignored(first.config)
     seen = {}
     for run in members:
-      differs = sorted(_diff(reference, _config_without_ignored(run.config)))
+      differs = sorted(differing_fields(reference, _config_without_ignored(run.config)))
       if differs:
         raise ReportError(
             f"{label}/{task}: runs {first.path} and {run.path} differ in config beyond the "

@@ -12,7 +12,9 @@ import numpy as np
 
 from lra.report_format import Cell, Table, render  # pylint: disable=unused-import  (re-exported)
 
-TASKS = ("listops", "text", "retrieval", "image", "pathfinder", "pathx")
+from lra.tasks import TASKS as _TASK_MODULES
+
+TASKS = tuple(_TASK_MODULES)  # LRA Table 1 column order
 TASK_NAMES = {"listops": "ListOps", "text": "Text", "retrieval": "Retrieval", "image": "Image",
               "pathfinder": "Pathfinder", "pathx": "Path-X"}
 PUBLISHED_CSV = Path(__file__).parent / "data" / "lra_accuracy_published.csv"

@@ -43,17 +43,18 @@ def check_or_write_config(workdir: Path, config: ml_collections.ConfigDict) -> N
   if path.exists():
     saved = json.loads(path.read_text())
     if saved != current:
-      diff = sorted(_diff(saved, current))
+      diff = sorted(differing_fields(saved, current))
       raise ValueError(f"{path}: this workdir was started with a different config "
                        f"(differs at {', '.join(diff)}); use a new --workdir")
   else:
     write_json(path, current)
 
 
-def _diff(a, b, prefix=""):
+def differing_fields(a, b, prefix=""):
+  """Dotted paths of the fields where two config dicts differ."""
   if isinstance(a, dict) and isinstance(b, dict):
     for key in set(a) | set(b):
-      yield from _diff(a.get(key), b.get(key), f"{prefix}{key}.")
+      yield from differing_fields(a.get(key), b.get(key), f"{prefix}{key}.")
   elif a != b:
     yield prefix.rstrip(".")
 

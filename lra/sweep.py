@@ -36,8 +36,9 @@ from pathlib import Path
 
 from absl import app, flags
 
+from lra.tasks import TASKS  # task name -> module; the sweep's --tasks choices
+
 ROOT = Path(__file__).resolve().parents[1]
-TASKS = ("listops", "text", "retrieval", "image", "pathfinder", "pathx")
 MAX_EXIT = 100  # exit status = failed runs, capped below the shell's signal range
 
 FLAGS = flags.FLAGS
@@ -248,7 +249,7 @@ def job_slots(jobs: int, devices: list[str], env_name: str) -> list[dict]:
   return [{"env": {}, "cores": cores[i * share:(i + 1) * share]} for i in range(jobs)]
 
 
-def run_local(run: Run, command: list[str], run_dir: Path, slot: dict) -> tuple[int, float]:
+def run_local(command: list[str], run_dir: Path, slot: dict) -> tuple[int, float]:
   run_dir.mkdir(parents=True, exist_ok=True)
   env = dict(os.environ, **slot["env"])
   env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -311,7 +312,7 @@ class Sweep:
       try:
         self.index.write(run, "running", self.dirs[run], slot=slot["env"] or slot["cores"])
         command = train_command(run, self.preset, self.sets, self.dirs[run])
-        returncode, wall = run_local(run, command, self.dirs[run], slot)
+        returncode, wall = run_local(command, self.dirs[run], slot)
         return self.finish(run, returncode, wall)
       finally:
         slots.put(slot)
