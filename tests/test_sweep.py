@@ -40,22 +40,27 @@ def run_in_process(workdir: Path, *args: str) -> int:
 
 def test_sigkill_of_the_sweep_then_restart_skips_done_runs_and_resumes_the_cut_ones(tmp_path):
   """2 variants x 1 task x 2 seeds, 2 at a time; SIGKILL once a run is done and a running one
-  has a checkpoint."""
+  has a checkpoint at step 300 or less."""
   workdir = tmp_path / "sweep"
   args = ["--attention=transformer,local", "--seeds=0,1", "--jobs=2",
           "--set=train.num_train_steps=500", "--set=train.checkpoint_every=10"]
   process = subprocess.Popen(sweep_cmd(workdir, *args), cwd=ROOT, stdout=subprocess.DEVNULL,
                              stderr=subprocess.DEVNULL)
-  checkpointed = lambda name: any(p.name.isdigit()
-                                  for p in (workdir / name / "checkpoints").glob("*"))
+
+  def checkpoint_step(name: str) -> int:
+    steps = [int(p.name) for p in (workdir / name / "checkpoints").glob("*") if p.name.isdigit()]
+    return max(steps, default=0)
+
+  # Cut a run that is checkpointed but far from its end: the run that shares the first slot with
+  # the first done run is near step 500 and may finish between this poll and the kill.
   cut = []
   deadline = time.time() + 240
   while not cut and time.time() < deadline and process.poll() is None:
     states = last_states(workdir)
     done = [name for name, r in states.items() if r["state"] == "done"]
     running = [name for name, r in states.items() if r["state"] == "running"]
-    if done and any(checkpointed(name) for name in running):
-      cut = running
+    if done:
+      cut = [name for name in running if 0 < checkpoint_step(name) <= 300]
     time.sleep(0.05)
   assert cut, f"never saw a done run next to a checkpointed one: {last_states(workdir)}"
   process.send_signal(signal.SIGKILL)
