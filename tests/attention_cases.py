@@ -33,8 +33,10 @@ MEMORY_KWARGS: dict[str, dict] = {
 # (evaluation). Independent switches share entries to keep the compiles few; a variant missing
 # here, or a bool / choice setting whose values are not all taken, fails a completeness test.
 OPTION_MATRIX: dict[str, list[dict]] = {
-    # block_size 5: several blocks and a padded last one (16 = 3 * 5 + 1).
-    "transformer": [{"implementation": "dense"}, {"implementation": "blocked", "block_size": 5},
+    # blocks of 5 queries and 3 keys: several blocks, padded last ones (16 = 3 * 5 + 1), and
+    # causal key blocks skipped wholly in the future of a query block.
+    "transformer": [{"implementation": "dense"},
+                    {"implementation": "blocked", "block_q": 5, "block_k": 3},
                     {"implementation": "xla"}],
     "performer": [{"kernel": "softmax"}, {"kernel": "relu"},
                   {"kernel": "softmax", "orthogonal": False, "scaling": "sqrt_d",

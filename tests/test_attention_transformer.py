@@ -21,12 +21,14 @@ def inputs(lq=37, lk=37, seed=0):
 
 
 @pytest.mark.parametrize("causal", [False, True])
-@pytest.mark.parametrize("lq,lk,block", [(37, 37, 8), (37, 37, 64), (16, 40, 8)])
-def test_blocked_matches_dense_outputs_and_gradients(causal, lq, lk, block):
+@pytest.mark.parametrize("lq,lk,block_q,block_k", [
+    (37, 37, 8, 8), (37, 37, 64, 64), (16, 40, 8, 8),
+    (37, 37, 4, 16), (37, 37, 16, 4), (16, 40, 16, 3)])  # causal: whole future blocks skipped
+def test_blocked_matches_dense_outputs_and_gradients(causal, lq, lk, block_q, block_k):
   q, k, v, q_mask, kv_mask = inputs(lq, lk)
   dense = functools.partial(softmax_attention, q_mask=q_mask, kv_mask=kv_mask, causal=causal)
   blocked = functools.partial(blocked_softmax_attention, q_mask=q_mask, kv_mask=kv_mask,
-                              causal=causal, block_q=block, block_k=block)
+                              causal=causal, block_q=block_q, block_k=block_k)
   np.testing.assert_allclose(blocked(q, k, v), dense(q, k, v), atol=1e-5)
   cotangent = jax.random.normal(jax.random.key(9), q.shape)
   loss = lambda f: lambda q, k, v: (f(q, k, v) * cotangent).sum()
@@ -35,11 +37,12 @@ def test_blocked_matches_dense_outputs_and_gradients(causal, lq, lk, block):
     np.testing.assert_allclose(g_blocked, g_dense, atol=1e-5)
 
 
-def test_blocked_dropout_gradient_matches_finite_differences():
+@pytest.mark.parametrize("causal", [False, True])
+def test_blocked_dropout_gradient_matches_finite_differences(causal):
   q, k, v, q_mask, kv_mask = inputs(12, 12)
   f = lambda v: (blocked_softmax_attention(q, k, v, q_mask=q_mask, kv_mask=kv_mask,
-                                           block_q=4, block_k=4, dropout_rate=0.3,
-                                           dropout_rng=jax.random.key(3),
+                                           causal=causal, block_q=4, block_k=3,
+                                           dropout_rate=0.3, dropout_rng=jax.random.key(3),
                                            deterministic=False) ** 2).sum()
   direction = jax.random.normal(jax.random.key(4), v.shape)
   eps = 1e-2
@@ -74,7 +77,8 @@ def test_xla_implementation_matches_dense(causal):
   q, k, v, q_mask, kv_mask = inputs()
   outs = {}
   for impl in ("dense", "xla", "blocked"):
-    mixer = registry.build_mixer("transformer", {"implementation": impl, "block_size": 16},
+    mixer = registry.build_mixer("transformer",
+                                 {"implementation": impl, "block_q": 16, "block_k": 8},
                                  causal=causal)
     outs[impl] = mixer.apply({}, q, k, v, q_mask=q_mask, kv_mask=kv_mask)
   valid = np.asarray(q_mask)
@@ -91,7 +95,7 @@ def test_unknown_implementation_is_named():
 
 
 def compiled_bytes(impl, length):
-  mixer = registry.build_mixer("transformer", {"implementation": impl, "block_size": 512})
+  mixer = registry.build_mixer("transformer", {"implementation": impl})  # default blocks
   spec = jax.ShapeDtypeStruct((1, length, 2, 16), jnp.float32)
   mask = jax.ShapeDtypeStruct((1, length), jnp.bool_)
   loss = lambda q, k, v, m: mixer.apply({}, q, k, v, q_mask=m, kv_mask=m).sum()

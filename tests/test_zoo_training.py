@@ -49,7 +49,7 @@ def test_variant_trains_on_listops_in_bfloat16(name, tmp_path, cache_dir):
 
 
 @pytest.mark.parametrize("name,overrides", [
-    ("transformer", {"implementation": "blocked", "block_size": 8}),   # crashed with dropout
+    ("transformer", {"implementation": "blocked", "block_q": 8, "block_k": 8}),  # crashed (dropout)
     ("performer", {"causal": True, "kernel": "relu"}),                 # crashed (scan carry)
 ])
 def test_non_default_paths_train_in_bfloat16(name, overrides, tmp_path, cache_dir):
