@@ -176,6 +176,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
       if compiled_train is None:  # compile once; every batch has the same shapes
         compiled_train = steps.train.lower(state, batch, dropout_root).compile()
         memory_bytes = compiled_memory_bytes(compiled_train)
+        malloc.limit_to_step(memory_bytes)  # bounded heap for big steps: see lra/malloc.py
       state, metrics = compiled_train(state, batch, dropout_root)
       window.append(metrics)
       done = step + 1

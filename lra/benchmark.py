@@ -22,6 +22,7 @@ import json
 import os
 import re
 import resource
+import signal
 import statistics
 import subprocess
 import sys
@@ -153,6 +154,8 @@ def measure(spec: dict) -> dict:
   if stats is not None:
     memory = int(stats.temp_size_in_bytes + stats.argument_size_in_bytes
                  + stats.output_size_in_bytes - stats.alias_size_in_bytes)
+  from lra import malloc  # pylint: disable=import-outside-toplevel
+  malloc.limit_to_step(memory)  # a step above the limit gives its large chunks back to mmap
   flops, while_loops = compiled_flops(compiled)
   params, opt_state, loss = compiled(params, opt_state, batch, rng)  # warm-up
   jax.block_until_ready(loss)
@@ -222,10 +225,23 @@ def run_one(spec: dict, timeout: int) -> dict:
     return {**row, "status": f"timeout after {timeout}s"}
   lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
   if done.returncode != 0 or not lines:
-    tail = (done.stderr or "").strip().splitlines()[-1:] or [f"exit {done.returncode}"]
-    oom = done.returncode in (-9, 137) or "RESOURCE_EXHAUSTED" in done.stderr
-    return {**row, "status": ("out of memory: " if oom else "failed: ") + tail[0][:300]}
+    return {**row, "status": failure_status(done.returncode, done.stderr or "")}
   return {**row, **json.loads(lines[-1])}
+
+
+def failure_status(returncode: int, stderr: str) -> str:
+  """"out of memory: ..." or "failed: ..." with the reason: the signal that killed the worker,
+  else the last stderr line that is not an absl INFO/WARNING log line."""
+  if returncode in (-signal.SIGKILL, 128 + signal.SIGKILL):
+    return ("out of memory: worker killed by SIGKILL (the kernel's out-of-memory killer sends "
+            "it)")
+  if returncode < 0:
+    return f"failed: worker killed by {signal.Signals(-returncode).name}"
+  lines = [line for line in stderr.strip().splitlines()
+           if line.strip() and not re.match(r"[IW]\d{4} ", line)]
+  tail = lines[-1] if lines else f"exit {returncode}"
+  oom = "RESOURCE_EXHAUSTED" in stderr or "MemoryError" in stderr
+  return ("out of memory: " if oom else "failed: ") + tail[:300]
 
 
 def implementation_of(row: dict) -> str | None:
@@ -274,53 +290,77 @@ def _fmt_flops(row: dict, value: float, spec: str) -> str:
   return (">=" if row.get("flops_while_loops") else "") + format(value, spec)
 
 
-def markdown(rows: list[dict]) -> str:
+COLUMN_GROUPS = ("steps", "memory", "exact", "gflops", "cpu")
+
+
+def markdown(rows: list[dict], columns: tuple[str, ...] = COLUMN_GROUPS) -> str:
   """LRA Table 2 layout: steps/s and memory per length, ratios to the Transformer; then the
-  speed-up against the fastest exact attention at each length and the achieved GFLOP/s."""
+  speed-up against the fastest exact attention at each length, the achieved GFLOP/s and the CPU
+  time and page faults per step. `columns` picks groups of `COLUMN_GROUPS` (the README shows
+  the table in parts)."""
+  unknown = set(columns) - set(COLUMN_GROUPS)
+  if unknown:
+    raise ValueError(f"markdown columns {sorted(unknown)}; expected some of {COLUMN_GROUPS}")
   lengths = sorted({r["length"] for r in rows})
   names = sorted({label(r) for r in rows}, key=lambda n: (not n.startswith("transformer"), n))
   by = {(label(r), r["length"]): r for r in rows}
   fastest = {n: next((r["fastest_exact_implementation"] for r in rows if r["length"] == n
                       and r.get("fastest_exact_implementation")), None) for n in lengths}
-  head = (["model"] + [f"steps/s @{n}" for n in lengths] + [f"memory MB @{n}" for n in lengths]
-          + [f"vs fastest exact ({fastest[n] or '-'}) @{n}" for n in lengths]
-          + [f"GFLOP/s @{n}" for n in lengths]
-          + [f"user s / sys s / faults per step @{n}" for n in lengths])
+
+  def steps(r):
+    mark = SYS_MARK if kernel_bound(r) else ""
+    if r["status"] != "ok":
+      return r["status"].split(":")[0]
+    if r.get("speedup_vs_transformer"):
+      return f"{1 / r['step_time_s']:.2f}{mark} ({r['speedup_vs_transformer']:.1f}x)"
+    return f"{1 / r['step_time_s']:.2f}{mark}"
+
+  def memory(r):
+    if r["status"] != "ok" or not r.get("memory_bytes"):
+      return "-"
+    if r.get("memory_vs_transformer"):
+      return f"{r['memory_bytes'] / 2**20:.0f} ({r['memory_vs_transformer']:.2f}x)"
+    return f"{r['memory_bytes'] / 2**20:.0f}"
+
+  def exact(r):
+    return f"{r['speedup_vs_fastest_exact']:.2f}x" if r.get("speedup_vs_fastest_exact") else "-"
+
+  def gflops(r):
+    return _fmt_flops(r, r["gflops_per_s"], ".1f") if r.get("gflops_per_s") else "-"
+
+  def cpu(r):
+    if r["status"] != "ok" or r.get("sys_s_per_step") is None:
+      return "-"
+    return (f"{r['user_s_per_step']:.3f} / {r['sys_s_per_step']:.3f} / "
+            f"{r['page_faults_per_step'] / 1000:.0f}k")
+
+  groups = {"steps": (lambda n: f"steps/s @{n}", steps),
+            "memory": (lambda n: f"memory MiB @{n}", memory),
+            "exact": (lambda n: f"vs fastest exact ({fastest[n] or '-'}) @{n}", exact),
+            "gflops": (lambda n: f"GFLOP/s @{n}", gflops),
+            "cpu": (lambda n: f"user s / sys s / faults per step @{n}", cpu)}
+  chosen = [groups[c] for c in COLUMN_GROUPS if c in columns]
+  head = ["model"] + [title(n) for title, _ in chosen for n in lengths]
   lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
   for name in names:
-    cells = [name]
-    for n in lengths:
-      r = by.get((name, n), {"status": "missing"})
-      mark = SYS_MARK if kernel_bound(r) else ""
-      cells.append(f"{1 / r['step_time_s']:.2f}{mark} ({r['speedup_vs_transformer']:.1f}x)"
-                   if r["status"] == "ok" and r.get("speedup_vs_transformer")
-                   else f"{1 / r['step_time_s']:.2f}{mark}" if r["status"] == "ok"
-                   else r["status"].split(":")[0])
-    for n in lengths:
-      r = by.get((name, n), {"status": "missing"})
-      cells.append(f"{r['memory_bytes'] / 2**20:.0f} ({r['memory_vs_transformer']:.2f}x)"
-                   if r["status"] == "ok" and r.get("memory_vs_transformer")
-                   else f"{r['memory_bytes'] / 2**20:.0f}" if r["status"] == "ok"
-                   and r.get("memory_bytes") else "-")
-    for n in lengths:
-      r = by.get((name, n), {"status": "missing"})
-      cells.append(f"{r['speedup_vs_fastest_exact']:.2f}x" if r.get("speedup_vs_fastest_exact")
-                   else "-")
-    for n in lengths:
-      r = by.get((name, n), {"status": "missing"})
-      cells.append(_fmt_flops(r, r["gflops_per_s"], ".1f") if r.get("gflops_per_s") else "-")
-    for n in lengths:
-      r = by.get((name, n), {"status": "missing"})
-      cells.append(f"{r['user_s_per_step']:.3f} / {r['sys_s_per_step']:.3f} / "
-                   f"{r['page_faults_per_step'] / 1000:.0f}k"
-                   if r["status"] == "ok" and r.get("sys_s_per_step") is not None else "-")
+    cells = [name] + [cell(by.get((name, n), {"status": "missing"}))
+                      for _, cell in chosen for n in lengths]
     lines.append("| " + " | ".join(cells) + " |")
-  note = ("\nRatios in brackets are to the dense `transformer` at the same length (LRA Table 2). "
-          "GFLOP/s = XLA cost-analysis FLOPs per train step / step time; `>=` where the step "
-          "has while loops, whose bodies XLA counts once. CPU seconds (all threads) and page "
-          f"faults per step from getrusage; {SYS_MARK}: system time above a quarter of the "
-          "step time (the kernel, e.g. zeroing fresh pages, drives that row's speed).\n")
-  return "\n".join(lines) + "\n" + note
+  notes = []
+  if "steps" in columns or "memory" in columns:
+    notes.append("Ratios in brackets are to the dense `transformer` at the same length (LRA "
+                 "Table 2); memory is XLA's compiled memory of the train step.")
+  if "exact" in columns:
+    notes.append("`vs fastest exact`: speed-up against the fastest exact attention measured at "
+                 "that length (`transformer` under the implementation named in the header).")
+  if "gflops" in columns:
+    notes.append("GFLOP/s = XLA cost-analysis FLOPs per train step / step time; `>=` where the "
+                 "step has while loops, whose bodies XLA counts once.")
+  if "cpu" in columns or "steps" in columns:
+    notes.append(f"CPU seconds (all threads) and page faults per step from getrusage; "
+                 f"{SYS_MARK} after steps/s: system time above a quarter of the step time (the "
+                 "kernel, e.g. zeroing fresh pages, drives that row's speed).")
+  return "\n".join(lines) + "\n\n" + " ".join(notes) + "\n"
 
 
 def plot(rows: list[dict], path: str) -> None:

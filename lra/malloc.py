@@ -11,6 +11,13 @@ its time in the kernel and runs 1.7x faster. The cost is that the process keeps 
 `keep_freed_memory()` must run before the threads exist (before `import jax`); `train.py`,
 `eval.py`, the benchmark's workers and the test runner call it first. `LRA_MALLOC=system` keeps
 glibc's defaults; a non-glibc libc is left alone.
+
+The kept heap fragments: its peak RSS reached 3-5x the step's compiled memory (342 MiB step:
+2.9 GB; 2.2 GB step: 10 GB), and with an 8.7 GB step (dense attention at 8192) it grew every
+step until the kernel killed it. So `limit_to_step(bytes)`, called once the train step is
+compiled, hands chunks of 32 MiB and more back to mmap when the step needs more than
+`LRA_MALLOC_KEEP_MIB` (default 1024 MiB): such steps fault their temporaries in again, as with
+glibc's defaults, but their memory stays bounded.
 """
 from __future__ import annotations
 
@@ -20,9 +27,12 @@ import os
 
 # mallopt parameters, from glibc's malloc.h
 M_TRIM_THRESHOLD = -1
+M_MMAP_THRESHOLD = -3
 M_MMAP_MAX = -4
 M_ARENA_MAX = -8
 INT_MAX = 2**31 - 1
+MMAP_THRESHOLD_MAX = 32 * 2**20  # glibc's largest mmap threshold on 64-bit (HEAP_MAX_SIZE / 2)
+GLIBC_MMAP_MAX = 65536           # glibc's default M_MMAP_MAX
 
 _applied: bool | None = None
 
@@ -44,3 +54,23 @@ def keep_freed_memory() -> bool:
   _applied = all(mallopt(param, value) == 1 for param, value in
                  ((M_ARENA_MAX, 1), (M_MMAP_MAX, 0), (M_TRIM_THRESHOLD, INT_MAX)))
   return _applied
+
+
+def keep_limit_bytes() -> int:
+  """The largest compiled step whose memory is kept (`LRA_MALLOC_KEEP_MIB`, default 1024)."""
+  text = os.environ.get("LRA_MALLOC_KEEP_MIB", "1024")
+  try:
+    return int(float(text) * 2**20)
+  except ValueError as e:
+    raise ValueError(f"LRA_MALLOC_KEEP_MIB={text!r}: expected a number of MiB") from e
+
+
+def limit_to_step(step_bytes: int | None) -> bool:
+  """Gives chunks >= 32 MiB back to mmap when the compiled step needs more than
+  `keep_limit_bytes()` (True when it did). A no-op where `keep_freed_memory` did not apply."""
+  if not _applied or step_bytes is None or step_bytes <= keep_limit_bytes():
+    return False
+  mallopt = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").mallopt
+  mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
+  return all(mallopt(param, value) == 1 for param, value in
+             ((M_MMAP_THRESHOLD, MMAP_THRESHOLD_MAX), (M_MMAP_MAX, GLIBC_MMAP_MAX)))

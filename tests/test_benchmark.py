@@ -90,6 +90,38 @@ def test_rows_whose_system_time_exceeds_a_quarter_of_the_step_are_marked():
   assert "0.500 / 0.200 / 12k" in heavy
 
 
+def test_markdown_column_groups_pick_columns_and_unknown_groups_are_named():
+  rows = [{"attention": "transformer", "length": n, "status": "ok", "step_time_s": 0.5,
+           "kwargs": {}, "implementation": "dense", "memory_bytes": 2**20,
+           "speedup_vs_transformer": 1.0, "memory_vs_transformer": 1.0,
+           "speedup_vs_fastest_exact": 1.0, "fastest_exact_implementation": "dense",
+           "gflops_per_s": 3.0, "flops_while_loops": 0, "user_s_per_step": 0.9,
+           "sys_s_per_step": 0.1, "page_faults_per_step": 2000} for n in (64, 128)]
+  head = lambda text: text.splitlines()[0]
+  cpu = benchmark.markdown(rows, ("cpu",))
+  assert head(cpu) == ("| model | user s / sys s / faults per step @64 "
+                       "| user s / sys s / faults per step @128 |")
+  assert "| transformer | 0.900 / 0.100 / 2k | 0.900 / 0.100 / 2k |" in cpu
+  both = benchmark.markdown(rows, ("exact", "steps"))  # always in COLUMN_GROUPS order
+  assert head(both) == ("| model | steps/s @64 | steps/s @128 | vs fastest exact (dense) @64 "
+                        "| vs fastest exact (dense) @128 |")
+  assert "| transformer | 2.00 (1.0x) | 2.00 (1.0x) | 1.00x | 1.00x |" in both
+  assert "memory MiB @64" in benchmark.markdown(rows)
+  with pytest.raises(ValueError, match="flops_per_watt"):
+    benchmark.markdown(rows, ("steps", "flops_per_watt"))
+
+
+def test_failed_workers_are_named_by_signal_or_by_their_last_error_line():
+  assert benchmark.failure_status(-9, "I1129 20:38:01 xla_bridge.py:849] no TPU").startswith(
+      "out of memory: worker killed by SIGKILL")
+  assert benchmark.failure_status(-15, "") == "failed: worker killed by SIGTERM"
+  log = "Traceback ...\nValueError: bad kwarg\nI1129 20:38:01.28 xla_bridge.py:849] no TPU\n"
+  assert benchmark.failure_status(1, log) == "failed: ValueError: bad kwarg"
+  assert benchmark.failure_status(1, "RESOURCE_EXHAUSTED: Out of memory\n").startswith(
+      "out of memory: RESOURCE_EXHAUSTED")
+  assert benchmark.failure_status(3, "") == "failed: exit 3"
+
+
 def test_exact_flag_empty_and_unknown(tmp_path):
   out = tmp_path / "bench.json"
   cmd = [sys.executable, "-m", "lra.benchmark", "--attention=transformer", "--lengths=64",
