@@ -224,11 +224,23 @@ def load(config: ml_collections.ConfigDict) -> TaskData:
                   max_length=max_length, notes=f"read from {source_dir}")
 
 
-def main():  # python -m lra.listops OUT_DIR: generate the LRA-sized set
-  import sys  # pylint: disable=import-outside-toplevel
+def main(argv: list[str] | None = None):
+  """`python -m lra.listops OUT_DIR [--preset=quick] [--processes=N]`."""
+  import argparse  # pylint: disable=import-outside-toplevel
   from configs import base_listops  # pylint: disable=import-outside-toplevel
-  config = base_listops.get_config()
-  out = generate(generation_params(config.data), sys.argv[1] if len(sys.argv) > 1 else ".")
+  parser = argparse.ArgumentParser(
+      prog="python -m lra.listops",
+      description="Generate ListOps in the LRA release format (basic_{train,val,test}.tsv).")
+  parser.add_argument("out_dir", help="folder to write the three TSVs into (created)")
+  parser.add_argument("--preset", default="",
+                      help="config preset of configs/base_listops.py (e.g. quick); empty: the "
+                           "LRA-sized set (96k/2k/2k, lengths 500-2000)")
+  parser.add_argument("--processes", type=int, default=0, help="generator processes (0: auto)")
+  args = parser.parse_args(argv)  # --help, and unknown arguments are refused
+  if args.out_dir.startswith("-"):
+    parser.error(f"OUT_DIR {args.out_dir!r} looks like a flag")
+  config = base_listops.get_config(args.preset or None)
+  out = generate(generation_params(config.data), args.out_dir, args.processes or None)
   print(f"wrote {out}")
 
 

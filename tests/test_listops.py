@@ -207,3 +207,21 @@ def test_load_generates_once_into_cache(tmp_path):
   stamp = (folder / "basic_train.tsv").stat().st_mtime_ns
   listops.load(config)
   assert (folder / "basic_train.tsv").stat().st_mtime_ns == stamp
+
+
+def test_command_line_parses_its_arguments(tmp_path, monkeypatch, capsys):
+  """`python -m lra.listops --help` used to create a folder named `--help` and fill it."""
+  monkeypatch.chdir(tmp_path)
+  with pytest.raises(SystemExit) as help_exit:
+    listops.main(["--help"])
+  assert help_exit.value.code == 0 and "OUT_DIR" in capsys.readouterr().out.upper()
+  for bad in (["--bogus", "out"], [], ["-x"]):
+    with pytest.raises(SystemExit) as error:
+      listops.main(bad)
+    assert error.value.code == 2
+  assert list(tmp_path.iterdir()) == []  # nothing written by any of those
+  listops.main([str(tmp_path / "set"), "--preset=tiny", "--processes=1"])
+  sizes = {split: len((tmp_path / "set" / f"basic_{split}.tsv").read_text().splitlines()) - 1
+           for split in ("train", "val", "test")}
+  config = base_listops.get_config("tiny").data.generator
+  assert sizes == {"train": config.num_train, "val": config.num_val, "test": config.num_test}
