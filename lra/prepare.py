@@ -137,13 +137,18 @@ def prepare_tfds(task: str, data_dir: Path | None, preset: str, cache_dir: str) 
 
 
 def prepare_retrieval(root: Path | None, preset: str, cache_dir: str) -> Outcome:
+  from lra import retrieval  # pylint: disable=import-outside-toplevel
   if not release_has(root, "retrieval"):
+    config = task_config("retrieval", preset, "", cache_dir)
+    if config.data.synthetic.use_when_no_release:  # the :quick / :tiny presets
+      data = retrieval.load(config)
+      return Outcome("retrieval", True, "no release: this preset trains on synthetic pairs "
+                                        f"(config.data.synthetic); {data.describe()}")
     return Outcome("retrieval", False,
                    f"the AAN pairs ({', '.join(RELEASE_FILES['retrieval'])}) come only with the "
                    f"LRA release: download {RELEASE_URL} and rerun with --release=PATH/TO/"
                    "lra_release.gz (the :quick and :tiny presets run on synthetic pairs without "
                    "it)")
-  from lra import retrieval  # pylint: disable=import-outside-toplevel
   data = retrieval.load(task_config("retrieval", preset, str(root), cache_dir))
   return Outcome("retrieval", True, f"read from the release (train with --config.data_dir="
                                     f"{root}); AAN pairs tokenised; {data.describe()}")

@@ -84,12 +84,18 @@ def test_release_folder_is_linked(tmp_path):
   assert outcomes["pathfinder"].ok and "generated, no release" in outcomes["pathfinder"].message
 
 
-def test_without_release_listops_is_generated_and_retrieval_explains(tmp_path):
+def test_without_release_listops_is_generated_and_retrieval_uses_synthetic_pairs(tmp_path):
   outcomes, _ = run(tmp_path, ["listops", "retrieval"], data_dir=str(tmp_path / "data"),
                     preset="tiny")
   assert outcomes["listops"].ok and "generated, no release" in outcomes["listops"].message
   generated = list((tmp_path / "cache" / "listops").glob("generated-*/basic_train.tsv"))
   assert len(generated) == 1
+  # :tiny (like :quick) trains on synthetic pairs without the release: ready, and says so
+  assert outcomes["retrieval"].ok and "synthetic pairs" in outcomes["retrieval"].message
+
+
+def test_without_release_full_retrieval_explains_where_to_get_it(tmp_path):
+  outcomes, _ = run(tmp_path, ["retrieval"], data_dir=str(tmp_path / "data"))
   assert not outcomes["retrieval"].ok
   assert "lra_release.gz" in outcomes["retrieval"].message
   assert "--release=" in outcomes["retrieval"].message
