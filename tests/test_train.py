@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 import pytest
+from tensorboard.backend.event_processing import event_accumulator
 
 import train
 from configs import transformer_listops
@@ -52,7 +53,14 @@ def test_tiny_run_writes_a_self_describing_run_dir(tmp_path, cache_dir):
   assert {r["split"] for r in records} == {"train", "validation"}
   assert [r["step"] for r in records if r["split"] == "validation"] == [4, 8, 12]
   assert sorted(int(p.name) for p in (tmp_path / "checkpoints").iterdir()) == [8, 12]
-  assert any((tmp_path / "tensorboard").iterdir())
+  # TensorBoard (installed by requirements.txt, as the README's `tensorboard --logdir` needs)
+  # reads the events back: the validation accuracy at the steps metrics.jsonl records
+  events = event_accumulator.EventAccumulator(str(tmp_path / "tensorboard"))
+  events.Reload()
+  accuracy = events.Scalars("validation/accuracy")
+  assert [e.step for e in accuracy] == [4, 8, 12]
+  last = [r for r in records if r["split"] == "validation"][-1]
+  assert accuracy[-1].value == pytest.approx(last["accuracy"])
 
 
 def test_resume_after_sigkill_matches_uninterrupted_run(tmp_path, cache_dir):
