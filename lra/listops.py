@@ -3,7 +3,7 @@
 Generated data is written in the LRA release format (`basic_{train,val,test}.tsv`, header
 `Source\tTarget`, binarised expressions with parentheses) and read back by the same reader
 that reads the release, so both share one path. The generator reproduces the distribution of
-the original `make_data.py` (see ../shared/reference/lra_tasks.md): a node above `max_depth`
+the original `make_data.py` (see lra/data/lra_tasks.md): a node above `max_depth`
 is an operator with probability `operator_prob` (0.25), an operator takes
 randint(2, max_args) arguments, a tree is kept when min_length < length < max_length
 (length = values + 2 per operator), samples are de-duplicated, then split train/val/test.
