@@ -7,6 +7,8 @@ import sys
 import time
 from pathlib import Path
 
+import jax
+import numpy as np
 import pytest
 from tensorboard.backend.event_processing import event_accumulator
 
@@ -114,3 +116,25 @@ def test_misspelt_override_fails(tmp_path, cache_dir):
   out = run_train(tmp_path, cache_dir, extra=["--config.model.emb_dm=8"])
   assert out.returncode != 0
   assert "emb_dm" in out.stderr
+
+
+def test_the_train_step_updates_parameters_and_fits_one_batch(cache_dir):
+  """A step that never applied its gradients (`state.replace(step=state.step + 1)`) passed
+  every end-to-end test, which checked step counts and finite losses (issue 16). Here the
+  real jitted step, 40 times on one fixed batch without dropout, must fit that batch."""
+  config = tiny_config(cache_dir)
+  config.model.dropout_rate = config.model.attention_dropout_rate = 0.0
+  task = train.load_task(config)
+  state = train.create_state(config, task, train.model_for(config, task))
+  initial = jax.device_get(state.params)
+  steps = train.Steps(state, config.train.batch_size)
+  batch = steps.put_batch(task.splits["train"].batch(np.arange(config.train.batch_size)))
+  state, losses = steps.put_state(state), []
+  for _ in range(40):
+    state, metrics = steps.train(state, batch, jax.random.key(0))
+    losses.append(float(metrics["loss"]))
+  assert int(state.step) == 40
+  moved = [not np.allclose(a, b) for a, b in zip(jax.tree_util.tree_leaves(initial),
+                                                 jax.tree_util.tree_leaves(state.params))]
+  assert all(moved), f"{moved.count(False)} of {len(moved)} parameter arrays never changed"
+  assert losses[-1] < 0.5 * losses[0], losses
