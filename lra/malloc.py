@@ -5,16 +5,17 @@ from its worker threads. glibc gives each thread its own arena, a thread arena c
 chunk larger than its 64 MiB heap, so such a chunk (326 MiB per ListOps L=256 train step) is
 always mmapped and unmapped on free, and the next step zero-fills it again page by page: half
 of all CPU time went to the kernel. One arena (the main, brk-grown heap), no mmapped chunks and
-no trimming keep freed memory in the process for the next step: the same run then spends 2% of
-its time in the kernel and runs 1.7x faster. The cost is that the process keeps its peak heap.
+no trimming below 2 GiB keep freed memory in the process for the next step: the same run then
+spends 1% of its time in the kernel and runs 2x faster (docs/cpu_overhead_l256.json). The cost
+is that the process keeps its peak heap.
 
 `keep_freed_memory()` must run before the threads exist (before `import jax`); `train.py`,
 `eval.py`, the benchmark's workers and the test runner call it first. `LRA_MALLOC=system` keeps
 glibc's defaults; a non-glibc libc is left alone.
 
-The kept heap fragments: its peak RSS reached 3-5x the step's compiled memory (342 MiB step:
-2.9 GB; 2.2 GB step: 10 GB), and with an 8.7 GB step (dense attention at 8192) it grew every
-step until the kernel killed it. So `limit_to_step(bytes)`, called once the train step is
+The kept heap fragments: the 342 MiB ListOps step peaks at 2.2 GB (1.1 GB with glibc's
+defaults), and an 8.7 GB step (dense attention at 8192) grew every step until the kernel killed
+it. So `limit_to_step(bytes)`, called once the train step is
 compiled, hands chunks of 32 MiB and more back to mmap when the step needs more than
 `LRA_MALLOC_KEEP_MIB` (default 1024 MiB): such steps fault their temporaries in again, as with
 glibc's defaults, but their memory stays bounded.
@@ -37,6 +38,13 @@ GLIBC_MMAP_MAX = 65536           # glibc's default M_MMAP_MAX
 _applied: bool | None = None
 
 
+def _mallopt():
+  """glibc's `mallopt(int, int) -> int`; OSError/AttributeError where the libc has none."""
+  mallopt = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").mallopt
+  mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
+  return mallopt
+
+
 def keep_freed_memory() -> bool:
   """Applies the settings once; True when glibc accepted all three."""
   global _applied  # pylint: disable=global-statement
@@ -46,11 +54,9 @@ def keep_freed_memory() -> bool:
   if os.environ.get("LRA_MALLOC", "") == "system":
     return False
   try:
-    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-    mallopt = libc.mallopt
+    mallopt = _mallopt()
   except (OSError, AttributeError):  # not glibc (musl, macOS): nothing to set
     return False
-  mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
   _applied = all(mallopt(param, value) == 1 for param, value in
                  ((M_ARENA_MAX, 1), (M_MMAP_MAX, 0), (M_TRIM_THRESHOLD, INT_MAX)))
   return _applied
@@ -70,7 +76,6 @@ def limit_to_step(step_bytes: int | None) -> bool:
   `keep_limit_bytes()` (True when it did). A no-op where `keep_freed_memory` did not apply."""
   if not _applied or step_bytes is None or step_bytes <= keep_limit_bytes():
     return False
-  mallopt = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").mallopt
-  mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
+  mallopt = _mallopt()
   return all(mallopt(param, value) == 1 for param, value in
              ((M_MMAP_THRESHOLD, MMAP_THRESHOLD_MAX), (M_MMAP_MAX, GLIBC_MMAP_MAX)))
