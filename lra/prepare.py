@@ -235,8 +235,11 @@ def main():
     if len(argv) > 1:
       raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     flag_values = flags.FLAGS
-    outcomes = run(flag_values.tasks, flag_values.data_dir, flag_values.release,
-                   flag_values.cache_dir, flag_values.preset)
+    try:
+      outcomes = run(flag_values.tasks, flag_values.data_dir, flag_values.release,
+                     flag_values.cache_dir, flag_values.preset)
+    except (FileNotFoundError, ValueError) as error:  # a bad flag: one line, no traceback
+      raise SystemExit(f"lra.prepare: {error}") from None
     failed = [o for o in outcomes if not o.ok]
     print(f"\n{len(outcomes) - len(failed)}/{len(outcomes)} tasks ready"
           + (f"; not ready: {', '.join(o.task for o in failed)}" if failed else ""))
