@@ -39,8 +39,15 @@ class RunCheckpoints:
     if step is None:
       return None
     abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, target_state)
-    restored = manager.restore(step, args=ocp.args.Composite(
-        state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()))
+    try:
+      restored = manager.restore(step, args=ocp.args.Composite(
+          state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()))
+    except Exception as error:  # Orbax's own errors name neither the folder nor a way out
+      folder = Path(manager.directory) / str(step)
+      raise ValueError(f"checkpoint {folder} ({which}, step {step}) could not be restored: "
+                       f"{type(error).__name__}: {error}. It is damaged or was written by a "
+                       "different model; delete that folder to fall back to an earlier "
+                       "checkpoint, or start a new --workdir") from error
     return restored.state, dict(restored.meta), step
 
   def close(self):
