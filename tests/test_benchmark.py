@@ -222,3 +222,38 @@ def test_full_model_xla_transformer_runs_without_attention_dropout():
               "transformer", {"implementation": "xla"}, "full")}
   result = benchmark.measure(spec)
   assert result["status"] == "ok" and result["loss_finite"] and result["flops"] > 0
+
+
+def test_ratios_of_every_row_are_recomputed_from_the_raw_numbers():
+  """Rows in an order where the dense Transformer is neither first nor fastest, at two lengths
+  with different references: each row's ratios against values computed here from the step
+  times and memories of the right reference rows."""
+  def row(attention, impl, length, time, memory, exact_only=False):
+    return {"attention": attention, "length": length, "status": "ok", "step_time_s": time,
+            "memory_bytes": memory, "implementation": impl, "exact_only": exact_only}
+  raw = [row("transformer", "blocked", 64, 0.8, 120, True),
+         row("x", None, 64, 0.5, 40),
+         row("transformer", "dense", 64, 1.6, 300),
+         row("transformer", "xla", 64, 1.2, 90, True),
+         row("y", None, 128, 2.5, 700),
+         row("transformer", "xla", 128, 4.0, 1000, True),
+         row("transformer", "dense", 128, 5.0, 1400),
+         row("x", None, 128, 1.0, 350)]
+  rows = benchmark.add_ratios([dict(r) for r in raw])
+  dense = {n: next(r for r in raw if r["length"] == n and r["implementation"] == "dense")
+           for n in (64, 128)}
+  fastest = {64: ("blocked", 0.8), 128: ("xla", 4.0)}
+  for before, after in zip(raw, rows):
+    n = before["length"]
+    assert after["speedup_vs_transformer"] == pytest.approx(
+        dense[n]["step_time_s"] / before["step_time_s"])
+    assert after["memory_vs_transformer"] == pytest.approx(
+        before["memory_bytes"] / dense[n]["memory_bytes"])
+    assert after["fastest_exact_implementation"] == fastest[n][0]
+    assert after["speedup_vs_fastest_exact"] == pytest.approx(fastest[n][1] / before["step_time_s"])
+  # spot values, by hand: x at 64 is 1.6 / 0.5 = 3.2x the dense speed in 40 / 300 of its memory
+  x64 = rows[1]
+  assert (x64["speedup_vs_transformer"], x64["memory_vs_transformer"]) == pytest.approx(
+      (3.2, 40 / 300))
+  assert rows[7]["speedup_vs_transformer"] == pytest.approx(5.0)
+  assert rows[0]["speedup_vs_transformer"] == pytest.approx(2.0)  # blocked vs dense at 64
