@@ -42,6 +42,9 @@ def define_flags() -> None:
   flags.DEFINE_string("plot", "", "PNG path for LRA Figure 3 (needs --bench).")
   flags.DEFINE_string("curves", "", "PNG path for the validation learning curves.")
   flags.DEFINE_string("out", "", "Output file for the tables ('' = stdout).")
+  flags.DEFINE_string("collect", "", "Also write the runs' results.json and config.json into "
+                      "this one JSON file, which --runs accepts in place of a folder (tables "
+                      "from committed results; no checkpoints or curves).")
 
 
 
@@ -101,8 +104,10 @@ def find_runs(root: str | Path) -> tuple[list[Run], list[str]]:
   config.json and no results.json, or a run that an lra.sweep index (sweep.jsonl) lists as not
   done and that has no results.json (e.g. one that failed before writing its config)."""
   root = Path(root)
+  if root.is_file() and root.suffix == ".json":
+    return load_collected(root)
   if not root.is_dir():
-    raise ReportError(f"--runs={root}: not a folder")
+    raise ReportError(f"--runs={root}: not a folder (or a JSON file written by --collect)")
   runs = []
   for path in sorted(root.rglob("results.json")):
     results = _read_json(path)
@@ -126,6 +131,27 @@ def find_runs(root: str | Path) -> tuple[list[Run], list[str]]:
         reason = record.get("reason")
         unfinished[run_dir] = f"sweep: {record.get('state')}" + (f", {reason}" if reason else "")
   return runs, [f"{path} ({why})" for path, why in sorted(unfinished.items())]
+
+
+def collected(root: str | Path, runs: list[Run], unfinished: list[str]) -> dict:
+  """The runs' results and configs in one JSON-able dict (`--collect`), paths relative to root."""
+  return {"runs": [{"path": str(run.path.relative_to(root)), "results": run.results,
+                    "config": run.config} for run in runs],
+          "unfinished": unfinished}
+
+
+def load_collected(path: Path) -> tuple[list[Run], list[str]]:
+  """The runs of a `--collect` file, as `find_runs` returns them from a folder."""
+  data = _read_json(path)
+  if not isinstance(data, dict) or not isinstance(data.get("runs"), list):
+    raise ReportError(f"--runs={path}: not a file written by --collect (no 'runs' list)")
+  runs = []
+  for number, entry in enumerate(data["runs"]):
+    missing = [k for k in ("path", "results", "config") if k not in entry]
+    if missing:
+      raise ReportError(f"{path}: runs[{number}] has no {', '.join(missing)}")
+    runs.append(Run(Path(entry["path"]), entry["results"], entry["config"]))
+  return runs, list(data.get("unfinished", []))
 
 
 def _config_without_ignored(config: dict) -> dict:
@@ -216,6 +242,10 @@ def main(argv):
   except ReportError as e:
     cli.fail(e)
   write_output(text, FLAGS.out)
+  if FLAGS.collect:
+    runs, unfinished = find_runs(FLAGS.runs)
+    write_output(json.dumps(collected(FLAGS.runs, runs, unfinished), indent=1) + "\n",
+                 FLAGS.collect)
 
 
 if __name__ == "__main__":

@@ -70,6 +70,10 @@ EXERCISES: dict[str, list[str]] = {
     "python -m lra.report --runs=runs/sweep --format=latex": [
         "python -m lra.report --runs={runs} --format=latex",
         "python -m lra.report --runs={runs} --format=csv"],
+    "python -m lra.report --runs=runs/sweep --collect=sweep_results.json": [
+        "python -m lra.report --runs={runs} --collect={runs}/../sweep_results.json"],
+    "python -m lra.report --runs=sweep_results.json": [
+        "python -m lra.report --runs={runs}/../sweep_results.json"],
     "python -m lra.report --runs=runs/sweep --select=best_validation": [
         "python -m lra.report --runs={runs} --select=best_validation"],
     "python -m lra.report --runs=runs/sweep --bench=bench.json --bench_length=4096 "

@@ -1,9 +1,11 @@
-"""The README's efficiency tables are the benchmark's own rendering of committed JSON files.
+"""The README's tables of figures are renderings of committed results files.
 
-Each table follows a marker naming its source, `<!-- benchmark-table: docs/x.json steps,memory -->`
-or `<!-- torch-comparison: docs/torch.json docs/bench.json -->`; the table lines under it must
-equal what `lra.benchmark.markdown` (or `benchmarks/torch_attention.comparison`) renders from
-those files today.
+Each table follows a marker naming its source, `<!-- benchmark-table: docs/x.json steps,memory -->`,
+`<!-- torch-comparison: docs/torch.json docs/bench.json -->` or
+`<!-- report-table: docs/runs.json [--published] [--select=best_validation] -->` (a file written
+by `lra.report --collect`); the table lines under it must equal what `lra.benchmark.markdown`,
+`benchmarks/torch_attention.comparison` or one table of `lra.report` renders from those files
+today.
 """
 import json
 import re
@@ -11,9 +13,10 @@ from pathlib import Path
 
 from benchmarks import torch_attention
 from lra import benchmark
+from lra import report
 
 ROOT = Path(__file__).resolve().parents[1]
-MARKER = re.compile(r"<!-- (benchmark-table|torch-comparison): (.+?) -->")
+MARKER = re.compile(r"<!-- (benchmark-table|torch-comparison|report-table): (.+?) -->")
 
 
 def table_lines(text: str) -> list[str]:
@@ -44,6 +47,28 @@ def load(path: str) -> list[dict]:
   return json.loads((ROOT / path).read_text())
 
 
+def table_blocks(text: str) -> list[list[str]]:
+  """The runs of consecutive table lines in a rendered text."""
+  blocks, current = [], []
+  for line in text.splitlines() + [""]:
+    if line.startswith("|"):
+      current.append(line)
+    elif current:
+      blocks.append(current)
+      current = []
+  return blocks
+
+
+def report_tables(args: list[str]) -> list[list[str]]:
+  path, options = args[0], args[1:]
+  unknown = [o for o in options if o not in ("--published", "--select=best_validation")]
+  assert not unknown, f"report-table marker: unknown options {unknown}"
+  text = report.build_report(str(ROOT / path), "markdown", published="--published" in options,
+                             select="best_validation" if "--select=best_validation" in options
+                             else "final")
+  return table_blocks(text)
+
+
 def rendered(kind: str, args: list[str]) -> list[str]:
   if kind == "benchmark-table":
     path, columns = args
@@ -57,11 +82,15 @@ def test_every_marked_readme_table_equals_its_rendering_from_the_committed_json(
   assert len(found) >= 4, "the efficiency section lost its table markers"
   for kind, args, table, line in found:
     assert table, f"README line {line}: no table under the marker"
-    assert table == rendered(kind, args), f"README line {line}: table differs from {args}"
+    if kind == "report-table":
+      assert table in report_tables(args), f"README line {line}: no such table from {args}"
+    else:
+      assert table == rendered(kind, args), f"README line {line}: table differs from {args}"
 
 
 def test_committed_benchmark_files_carry_cpu_time_and_page_faults():
-  paths = {arg for kind, args, _, _ in marked_tables() for arg in args if arg.endswith(".json")}
+  paths = {arg for kind, args, _, _ in marked_tables() if kind != "report-table"
+           for arg in args if arg.endswith(".json")}
   for path in paths:
     for row in load(path):
       if row.get("status", "ok") == "ok":

@@ -4,6 +4,7 @@ import csv
 import io
 import json
 import subprocess
+import shutil
 import sys
 from pathlib import Path
 
@@ -311,3 +312,23 @@ def test_results_without_config_json_use_the_config_in_results(runs):
   text = report.build_report(str(runs))
   _, rows = markdown_table(text, "Table 1")
   assert rows["local"][1].strip("*") == cell(*expected()[("local", "text")])
+
+
+def test_collected_runs_give_the_same_tables_as_the_folder(runs, tmp_path):
+  collected = tmp_path / "collected.json"
+  cmd = [sys.executable, "-m", "lra.report", f"--runs={runs}", "--published",
+         f"--out={tmp_path / 'folder.md'}", f"--collect={collected}"]
+  done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+  assert done.returncode == 0, done.stderr[-2000:]
+  data = json.loads(collected.read_text())
+  assert len(data["runs"]) == sum(len(seeds) for seeds in ACCURACY.values())
+  assert any("performer_text_seed0" in entry for entry in data["unfinished"])
+  shutil.rmtree(runs)  # the collected file alone must carry everything the tables need
+  from_file = report.build_report(str(collected), published=True)
+  from_folder = (tmp_path / "folder.md").read_text()
+  body = lambda text: [l for l in text.splitlines() if not l.startswith("Runs:")]
+  assert body(from_file) == body(from_folder)
+  assert "transformer" in markdown_table(from_file, "Table 1")[1]
+  (tmp_path / "bad.json").write_text(json.dumps({"runs": [{"path": "x"}]}))
+  with pytest.raises(report.ReportError, match=r"bad.json: runs\[0\] has no results, config"):
+    report.build_report(str(tmp_path / "bad.json"))
