@@ -77,8 +77,20 @@ class MetricsLog:
   def __init__(self, workdir: Path, resume_step: int):
     self.path = workdir / "metrics.jsonl"
     if self.path.exists():
-      kept = [line for line in self.path.read_text().splitlines()
-              if line.strip() and json.loads(line)["step"] <= resume_step]
+      lines, kept = self.path.read_text().splitlines(), []
+      for number, line in enumerate(lines, 1):
+        if not line.strip():
+          continue
+        try:
+          step = json.loads(line)["step"]
+        except (json.JSONDecodeError, KeyError, TypeError) as error:
+          if number == len(lines):  # cut by a kill: written after the restored checkpoint
+            print(f"{self.path}:{number}: unreadable last record dropped", file=sys.stderr)
+            continue
+          raise ValueError(f"{self.path}:{number}: not a metrics record ({error!r}); the file "
+                           "is damaged: repair or delete that line to resume") from error
+        if step <= resume_step:
+          kept.append(line)
       tmp = self.path.with_suffix(".tmp")
       tmp.write_text("".join(line + "\n" for line in kept))
       os.replace(tmp, self.path)
