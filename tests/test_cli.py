@@ -69,6 +69,9 @@ def test_attention_setting_override_reaches_the_mixer(tmp_path, cache_dir):
     # eval.py parses the same way
     ("eval.py", [TINY, "--config.model.attention_kwargs.kernal=relu"],
      ["kernal", "did you mean 'kernel'"]),
+    # eval.py: an unknown split; a workdir that is no run directory (here: empty)
+    ("eval.py", ["--split=dev"], ["--split=dev", "train|validation|test"]),
+    ("eval.py", [], ["config.json not found", "run directory of train.py"]),
 ])
 def test_command_line_mistake_is_one_line(script, args, names, tmp_path, cache_dir):
   out = run(script, *args, f"--workdir={tmp_path}", cache_dir=cache_dir)
