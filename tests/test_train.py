@@ -14,6 +14,7 @@ from tensorboard.backend.event_processing import event_accumulator
 
 import train
 from configs import transformer_listops
+from lra.checkpoints import RunCheckpoints
 
 ROOT = Path(__file__).resolve().parents[1]
 # Long enough that a kill lands mid-run; tiny enough to take seconds.
@@ -39,8 +40,35 @@ def run_train(workdir, cache_dir, extra=(), wait=True):
                           stderr=subprocess.DEVNULL)
 
 
-def test_tiny_run_writes_a_self_describing_run_dir(tmp_path, cache_dir):
-  results = train.train_and_evaluate(tiny_config(cache_dir), tmp_path)
+def direct_metrics(model, params, split):
+  """Accuracy and mean cross-entropy of `params` on the whole split in one unpadded batch,
+  written here without train.evaluate / train.eval_step (the code under test)."""
+  batch = split.batch(np.arange(len(split)))
+  targets = batch.pop("targets")
+  logits, _ = model.apply({"params": params}, batch, deterministic=True)
+  log_probs = jax.nn.log_softmax(np.asarray(logits, np.float64), axis=-1)
+  loss = -np.take_along_axis(np.asarray(log_probs), targets[:, None], axis=-1).mean()
+  return float((np.asarray(logits).argmax(-1) == targets).mean()), float(loss)
+
+
+def test_tiny_run_writes_a_self_describing_run_dir(tmp_path, cache_dir, monkeypatch):
+  # The best validation step is made the middle evaluation (step 8) by adding 1 to the accuracy
+  # measured there, so `test_at_best_validation` must come from a checkpoint other than the
+  # final state: a run that reported the final state's test accuracy there passed before.
+  evaluate, validation_calls = train.evaluate, []
+
+  def best_at_the_second_evaluation(steps, params, split, batch_size, max_batches=0):
+    result = evaluate(steps, params, split, batch_size, max_batches)
+    if split.name == "validation":
+      validation_calls.append(result["accuracy"])
+      if len(validation_calls) == 2:
+        result = dict(result, accuracy=result["accuracy"] + 1.0)
+    return result
+
+  monkeypatch.setattr(train, "evaluate", best_at_the_second_evaluation)
+  config = tiny_config(cache_dir)
+  results = train.train_and_evaluate(config, tmp_path)
+  monkeypatch.undo()
   on_disk = json.loads((tmp_path / "results.json").read_text())
   assert on_disk["splits"] == json.loads(json.dumps(results["splits"]))
   for split in ("validation", "test"):
@@ -63,6 +91,32 @@ def test_tiny_run_writes_a_self_describing_run_dir(tmp_path, cache_dir):
   assert [e.step for e in accuracy] == [4, 8, 12]
   last = [r for r in records if r["split"] == "validation"][-1]
   assert accuracy[-1].value == pytest.approx(last["accuracy"])
+
+  # test_at_best_validation: the best checkpoint (step 8), restored and evaluated here
+  assert len(validation_calls) == 3
+  assert on_disk["best_validation"] == {"best_accuracy": pytest.approx(validation_calls[1] + 1),
+                                        "best_step": 8}
+  task = train.load_task(config)
+  model = train.model_for(config, task)
+  initial = train.create_state(config, task, model)
+  checkpoints = RunCheckpoints(tmp_path)
+  best_state, _, best_step = checkpoints.restore("best", initial)
+  last_state, _, last_step = checkpoints.restore("latest", initial)
+  checkpoints.close()
+  assert (best_step, last_step) == (8, 12)
+  at_best = on_disk["test_at_best_validation"]
+  accuracy, loss = direct_metrics(model, best_state.params, task.splits["test"])
+  assert at_best["accuracy"] == pytest.approx(accuracy) and at_best["examples"] == 64
+  assert at_best["loss"] == pytest.approx(loss, rel=1e-5)
+  final_accuracy, final_loss = direct_metrics(model, last_state.params, task.splits["test"])
+  assert on_disk["splits"]["test"]["loss"] == pytest.approx(final_loss, rel=1e-5)
+  assert on_disk["splits"]["test"]["accuracy"] == pytest.approx(final_accuracy)
+  # the run learned: every parameter array moved, and the training loss fell
+  moved = [not np.allclose(a, b) for a, b in zip(jax.tree_util.tree_leaves(initial.params),
+                                                 jax.tree_util.tree_leaves(last_state.params))]
+  assert all(moved), f"{moved.count(False)} of {len(moved)} parameter arrays never changed"
+  train_loss = [r["loss"] for r in records if r["split"] == "train"]
+  assert len(train_loss) == 6 and train_loss[-1] < train_loss[0] - 0.05, train_loss
 
 
 def test_resume_after_sigkill_matches_uninterrupted_run(tmp_path, cache_dir):
@@ -94,6 +148,9 @@ def test_resume_after_sigkill_matches_uninterrupted_run(tmp_path, cache_dir):
   strip = lambda r: {k: v for k, v in r.items() if k != "steps_per_s"}
   metrics = lambda d: [strip(json.loads(l)) for l in (d / "metrics.jsonl").read_text().splitlines()]
   assert metrics(full) == metrics(killed)
+  # and the 240 steps learned: the training loss of the last window is well below the first's
+  train_loss = [r["loss"] for r in metrics(full) if r["split"] == "train"]
+  assert train_loss[-1] < 0.9 * train_loss[0], train_loss
 
 
 def test_resume_with_a_different_config_is_refused(tmp_path, cache_dir):
@@ -138,3 +195,18 @@ def test_the_train_step_updates_parameters_and_fits_one_batch(cache_dir):
                                                  jax.tree_util.tree_leaves(state.params))]
   assert all(moved), f"{moved.count(False)} of {len(moved)} parameter arrays never changed"
   assert losses[-1] < 0.5 * losses[0], losses
+
+
+def test_batch_not_divisible_by_the_devices_is_named():
+  """With two (forced host) devices, a batch of 3 cannot be split over the data mesh."""
+  script = ("import train, types; import jax; assert len(jax.devices()) == 2\n"
+            "train.Steps(types.SimpleNamespace(apply_fn=None), 4)\n"
+            "try:\n  train.Steps(types.SimpleNamespace(apply_fn=None), 3)\n"
+            "except ValueError as e:\n  print('ERROR', e)\n")
+  env = dict(os.environ, JAX_PLATFORMS="cpu",
+             XLA_FLAGS=os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=2")
+  out = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env, capture_output=True,
+                       text=True, timeout=300)
+  assert out.returncode == 0, out.stderr[-3000:]
+  assert ("ERROR config.train.batch_size=3 must be divisible by the 2 devices of the data mesh"
+          in out.stdout), out.stdout
