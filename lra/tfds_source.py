@@ -67,7 +67,7 @@ def iterate_split(name: str, split: str, config: ml_collections.ConfigDict, task
         f"TFDS data set {name!r} is not prepared in {where(config)} (task {task!r}). Prepare "
         f"it once with:\n  {prepare_command(task, config)}\n(needs network access), or set "
         f"config.data.tfds_download=True, or point config.data_dir at a folder holding a "
-        f"prepared '{name.split('/')[0]}' TFDS directory.") from error
+        f"prepared '{name.split('/')[0].split(':')[0]}' TFDS directory.") from error
   yield from tfds.as_numpy(dataset.batch(batch_size))
 
 
