@@ -96,3 +96,9 @@ def test_committed_benchmark_files_carry_cpu_time_and_page_faults():
       if row.get("status", "ok") == "ok":
         for key in ("user_s_per_step", "sys_s_per_step", "page_faults_per_step"):
           assert row.get(key) is not None and row[key] >= 0, (path, key, row.get("attention"))
+
+
+def test_committed_benchmark_markdown_files_equal_their_json():
+  for name in ("benchmark", "benchmark_attention_only"):
+    text = (ROOT / "docs" / f"{name}.md").read_text()
+    assert text == benchmark.markdown(load(f"docs/{name}.json")), f"docs/{name}.md is stale"

@@ -1,0 +1,92 @@
+"""Figures in the README's prose are computed here from the committed files they cite.
+
+Tables are checked by tests/test_readme_tables.py; this covers the numbers in sentences. Each
+check formats the figure from the file as the README writes it and looks for the phrase (the
+README's line breaks read as spaces).
+"""
+import json
+import statistics
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def readme() -> str:
+  return " ".join((ROOT / "README.md").read_text().split())
+
+
+def load(path: str):
+  return json.loads((ROOT / path).read_text())
+
+
+def assert_in_readme(phrase: str):
+  assert " ".join(phrase.split()) in readme(), f"README lacks (from its committed file): {phrase}"
+
+
+def gb(n_bytes: float) -> str:
+  return f"{n_bytes / 1e9:.1f} GB"
+
+
+def test_small_listops_sweep_figures():
+  runs = load("docs/small_listops_results.json")
+  walls = sorted(entry["results"]["wall_time_s"] for entry in runs["runs"])
+  assert not runs["unfinished"]
+  assert_in_readme(f"12 variants x 3 seeds = {len(walls)} runs")
+  assert_in_readme(f"runs took {walls[0]:.0f}-{walls[-1]:.0f} s each (median "
+                   f"{statistics.median(walls):.0f} s; {sum(walls) / 60:.0f} min in all")
+  results = [entry["results"] for entry in runs["runs"]]
+  test_size = results[0]["task_sizes"]["test"]
+  assert_in_readme(f"the test set's majority class is {100 * results[0]['test_majority_class_rate']:.1f}% "
+                   f"({test_size:,} examples)")
+  by_variant = {}
+  for result in results:
+    by_variant.setdefault(result["attention"], []).append(100 * result["splits"]["test"]["accuracy"])
+  means = {name: statistics.mean(accs) for name, accs in by_variant.items()}
+  stds = [statistics.stdev(accs) for accs in by_variant.values()]
+  low, high = min(means.values()), max(means.values())
+  assert_in_readme(f"within {high - low:.1f} points of each other ({low:.1f}-{high:.1f}%)")
+  assert_in_readme(f"seed-to-seed std (up to {max(stds):.2f} points)")
+  assert_in_readme(f"the Transformer's {means['transformer']:.1f}% is "
+                   f"{means['transformer'] - 100 * results[0]['test_majority_class_rate']:.1f} "
+                   "points above it")
+
+
+def test_torch_rerun_noise_figures():
+  first = {r["length"]: r["step_time_s"] for r in load("docs/torch_attention.json")}
+  rerun = {r["length"]: r["step_time_s"] for r in load("docs/torch_attention_rerun.json")}
+  spread = max(abs(rerun[n] / first[n] - 1) for n in first)
+  assert_in_readme(f"moves by up to {100 * spread:.0f}% between runs")
+  assert_in_readme(f"{first[4096]:.2f} s and {rerun[4096]:.2f} s at 4096, {first[8192]:.2f} s and "
+                   f"{rerun[8192]:.2f} s at 8192")
+
+
+def test_key_block_size_figures():
+  rows = {r["kwargs"]["block_k"]: r["step_time_s"] for r in load("docs/benchmark_block_k_8192.json")}
+  assert_in_readme(f"took {rows[16384]:.2f} s against {rows[4096]:.2f} s with two key blocks of 4096")
+
+
+def test_malloc_before_after_table_and_prose():
+  record = load("docs/cpu_overhead_l256.json")
+  before, after = record["runs"]["before"], record["runs"]["after"]
+
+  def row(label, run, speedup=""):
+    return (f"| {label} | {run['steps_per_s']:.2f}{speedup} | {run['user_s']:.0f} s | "
+            f"{run['sys_s']:.{0 if run['sys_s'] >= 100 else 1}f} s | "
+            f"{run['minor_page_faults'] / 1e6:.{1 if run['minor_page_faults'] >= 1e8 else 2}f} M | "
+            f"{run['wall_s']:.0f} s | {run['test_accuracy']:.3f} | {gb(run['peak_rss_bytes'])} |")
+
+  assert_in_readme(row("glibc defaults (`LRA_MALLOC=system`)", before))
+  assert_in_readme(row("`lra/malloc.py` (default)", after,
+                       f" ({after['steps_per_s'] / before['steps_per_s']:.2f}x)"))
+  assert_in_readme(f"System time fell from {100 * before['sys_s'] / before['user_s']:.0f}% of user "
+                   f"time to {100 * after['sys_s'] / after['user_s']:.1f}%")
+  assert before["test_loss"] == after["test_loss"]  # "the same test loss to every digit"
+  assert_in_readme(f"({after['compiled_train_step_memory_bytes'] / 1e6:.0f} MB of compiled "
+                   f"temporaries) peaks at {gb(after['peak_rss_bytes'])} against "
+                   f"{gb(before['peak_rss_bytes'])} with glibc's defaults")
+
+
+def test_dense_8192_peak_figure():
+  dense = next(r for r in load("docs/benchmark_attention_only.json")
+               if r["attention"] == "transformer" and not r.get("kwargs") and r["length"] == 8192)
+  assert_in_readme(f"({gb(dense['peak_rss_bytes'])} peak for the {gb(dense['memory_bytes'])} step")
