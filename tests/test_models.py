@@ -6,6 +6,7 @@ import pytest
 
 from configs import transformer_listops
 from models import build_model, heads
+from models.reversible import AttentionBranch
 from models.attention.transformer import softmax_attention
 from models.embedding import Embedder, sinusoidal_table
 
@@ -159,9 +160,59 @@ def test_block_options_from_config_are_honoured():
   plain, _ = tiny_model()
   b = batch()
   params = plain.init(jax.random.key(0), b)
-  reversible, _ = tiny_model(reversible=True)
-  rev_params = reversible.init(jax.random.key(0), b)
-  assert "reversible" in rev_params["params"]["encoder"]
-  assert "reversible" not in params["params"]["encoder"]
   chunked, _ = tiny_model(ffn_chunk_size=4)
   np.testing.assert_allclose(chunked.apply(params, b)[0], plain.apply(params, b)[0], atol=1e-5)
+
+
+def _layer_norm(x, p):  # flax.linen.LayerNorm: epsilon 1e-6, over the features
+  mean = x.mean(-1, keepdims=True)
+  var = ((x - mean) ** 2).mean(-1, keepdims=True)
+  return (x - mean) / jnp.sqrt(var + 1e-6) * p["scale"] + p["bias"]
+
+
+def _gelu(x):  # tanh form, as LRA's
+  return 0.5 * x * (1 + jnp.tanh(np.sqrt(2 / np.pi) * (x + 0.044715 * x ** 3)))
+
+
+def test_reversible_config_builds_revnet_residuals_with_matching_gradients():
+  """config.model.reversible=True through the built classifier: two streams x1 = x2 = x,
+  y1 = x1 + F(x2), y2 = x2 + G(y1) per layer (Reformer sec. 3), output (y1 + y2) / 2, written
+  here with the model's own parameters (F: the attention branch module; G: LayerNorm, Dense,
+  gelu, Dense, by hand); the model's gradients (its custom backward pass that inverts the
+  layers) must equal plain autodiff of that formula."""
+  model, _ = tiny_model(reversible=True, num_layers=2, pooling="MEAN")
+  b = batch()
+  params = model.init(jax.random.key(0), b)["params"]
+  encoder = params["encoder"]
+  assert "reversible" in encoder and "block_0" not in encoder
+  mask = b["mask"]
+  keep = mask[..., None]
+
+  def by_hand(params):
+    enc = params["encoder"]
+    x, _ = Embedder(vocab_size=16, features=16, max_len=12).apply(
+        {"params": enc["embed"]}, b["inputs"], mask)
+    x1 = x2 = x
+    for i in range(2):
+      f = AttentionBranch(num_heads=2, qkv_dim=16, layer=i, max_len=12)
+      x1 = x1 + f.apply({"params": enc["reversible"][f"attention_{i}"]}, x2, mask)
+      g = enc["reversible"][f"ffn_{i}"]
+      h = _layer_norm(x1, g["ffn_norm"])
+      h = _gelu(h @ g["ffn"]["in"]["kernel"] + g["ffn"]["in"]["bias"])
+      h = h @ g["ffn"]["out"]["kernel"] + g["ffn"]["out"]["bias"]
+      x2 = x2 + jnp.where(keep, h, 0.0)
+    hidden = _layer_norm(jnp.where(keep, (x1 + x2) / 2, 0.0), enc["final_norm"])
+    pooled = (hidden * keep).sum(1) / keep.sum(1)
+    head = params["head"]
+    h = jax.nn.relu(pooled @ head["hidden"]["kernel"] + head["hidden"]["bias"])
+    return h @ head["logits"]["kernel"] + head["logits"]["bias"]
+
+  weights = jax.random.normal(jax.random.key(1), (2, 10))
+  built = lambda p: model.apply({"params": p}, b)[0]
+  np.testing.assert_allclose(built(params), by_hand(params), atol=1e-5, rtol=1e-5)
+  grads = jax.grad(lambda p: (built(p) * weights).sum())(params)
+  expected = jax.grad(lambda p: (by_hand(p) * weights).sum())(params)
+  jax.tree_util.tree_map(lambda a, e: np.testing.assert_allclose(a, e, atol=2e-5, rtol=1e-3),
+                         grads, expected)
+  reversible = grads["encoder"]["reversible"]
+  assert all(np.abs(np.asarray(g)).max() > 0 for g in jax.tree_util.tree_leaves(reversible))
