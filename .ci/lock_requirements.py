@@ -1,6 +1,7 @@
 #!/usr/bin/env python
 """Writes requirements.lock: the installed versions of requirements.txt's packages and of
 everything they need (run it after the suite passed: `python .ci/lock_requirements.py`)."""
+import argparse
 import datetime
 import platform
 from importlib import metadata
@@ -24,10 +25,19 @@ def closure(requirements_path="requirements.txt"):
   return [pinned[k] for k in sorted(pinned)]
 
 
-if __name__ == "__main__":
+def main(argv=None):
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--requirements", default="requirements.txt", help="ranges to resolve")
+  parser.add_argument("--out", default="requirements.lock", help="lock file to write")
+  args = parser.parse_args(argv)
   lines = [f"# Exact versions the test suite last passed with (CPU, Python "
            f"{platform.python_version()}, {datetime.date.today()}).",
-           "# Reproducible install: pip install -r requirements.lock "
-           "(requirements.txt keeps the working ranges).", *closure()]
-  open("requirements.lock", "w").write("\n".join(lines) + "\n")
-  print(f"requirements.lock: {len(lines) - 2} packages")
+           f"# Reproducible install: pip install -r {args.out} "
+           f"({args.requirements} keeps the working ranges).", *closure(args.requirements)]
+  with open(args.out, "w") as f:
+    f.write("\n".join(lines) + "\n")
+  print(f"{args.out}: {len(lines) - 2} packages")
+
+
+if __name__ == "__main__":
+  main()
