@@ -1,8 +1,8 @@
 """Registry-wide attention tests: every registered variant, no exceptions.
 
 Shapes, finiteness, padding invariance, bfloat16 inputs, causal no-leak (gradient), jit ==
-no-jit, dropout off is deterministic, and sub-quadratic memory growth (XLA's compiled memory
-analysis).
+eager (`jax.disable_jit`), dropout off is deterministic, attention dropout applied in training,
+and sub-quadratic memory growth (XLA's compiled memory analysis).
 """
 import dataclasses
 import functools
@@ -167,9 +167,14 @@ def test_causal_no_leak(name):
 @pytest.mark.parametrize("name", NAMES)
 def test_jit_matches_no_jit(name):
   q, k, v = qkv()
-  mask = jnp.ones((2, LENGTH), bool)
+  mask = jnp.arange(LENGTH)[None, :] < jnp.array([[LENGTH], [LENGTH - 5]])
   _, apply = init_apply(make_mixer(name), q, k, v, mask, mask)
-  np.testing.assert_allclose(apply(q, k, v), jax.jit(apply)(q, k, v), atol=1e-5, rtol=1e-5)
+  jitted = jax.jit(apply)(q, k, v)
+  # Really eager: inside disable_jit the variants' own @jax.jit functions run op by op too.
+  with jax.disable_jit():
+    eager = apply(q, k, v)
+  assert bool(jnp.all(jnp.isfinite(jitted)))
+  np.testing.assert_allclose(eager, jitted, atol=1e-5, rtol=1e-5)
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -183,6 +188,67 @@ def test_dropout_off_is_deterministic(name):
   run = lambda seed, det: mixer.apply(variables, q, k, v, q_mask=mask, kv_mask=mask,
                                       deterministic=det, rngs={"dropout": jax.random.key(seed)})
   np.testing.assert_array_equal(run(1, True), run(2, True))
+
+
+# Variants with no attention weights to drop: their papers and the authors' / LRA code have no
+# attention dropout (see each module's docstring), so their mixers declare no `dropout_rate` and
+# the base's rate never reaches them. Any other variant must apply the rate it is given.
+NO_ATTENTION_WEIGHTS = {"linear_transformer", "nystromformer", "performer"}
+
+
+def declares_dropout(name):
+  return "dropout_rate" in {f.name for f in dataclasses.fields(registry.get(name).mixer)}
+
+
+def test_only_weightless_variants_lack_attention_dropout():
+  assert {n for n in NAMES if not declares_dropout(n)} == NO_ATTENTION_WEIGHTS
+
+
+def dropout_cases():
+  """(name, options, causal): every variant at its test settings, every transformer
+  implementation, causal and bidirectional where the variant has a causal form."""
+  for name in NAMES:
+    # OPTION_MATRIX's transformer entries: dense, blocked over several blocks, xla.
+    options_list = OPTION_MATRIX["transformer"] if name == "transformer" else [{}]
+    for options in options_list:
+      for causal in (False, True) if registry.get(name).supports_causal else (False,):
+        label = ",".join(f"{k}={v}" for k, v in options.items()) or "defaults"
+        yield pytest.param(name, options, causal,
+                           id=f"{name}-{label}-{'causal' if causal else 'bidirectional'}")
+
+
+@pytest.mark.parametrize("name,options,causal", list(dropout_cases()))
+def test_attention_dropout_in_training(name, options, causal):
+  """Dropout on and deterministic=False: the output moves away from the dropout-off output,
+  two dropout rngs differ, and one rng gives the same output on every call."""
+  q, k, v = qkv(2)
+  inputs_q = jax.random.normal(jax.random.key(4), (2, LENGTH, 12))
+  mask = jnp.arange(LENGTH)[None, :] < jnp.array([[LENGTH], [LENGTH - 5]])
+  call = dict(q_mask=mask, kv_mask=mask, inputs_q=inputs_q)
+  key = functools.partial(jax.random.key, impl="rbg")   # fast compiles (see the bfloat16 test)
+  on = make_mixer(name, causal=causal, dropout_rate=0.5, **options)
+  off = make_mixer(name, causal=causal, dropout_rate=0.0, **options)
+  variables = jax.jit(lambda: off.init({"params": key(0), "dropout": key(1)}, q, k, v, **call))()
+  if options.get("implementation") == "xla":   # the fused kernel has none: a clear error
+    with pytest.raises(ValueError, match="no attention dropout"):
+      on.apply(variables, q, k, v, deterministic=False, rngs={"dropout": key(2)}, **call)
+    return
+  # One compile per mixer; the same rng for "off" and "on", so only the dropout differs.
+  train_off, train_on = (
+      jax.jit(lambda rng, mixer=mixer: mixer.apply(variables, q, k, v, deterministic=False,
+                                                   rngs={"dropout": rng}, **call))
+      for mixer in (off, on))
+  off_a, on_a, on_b, on_a_again = (np.asarray(t) for t in (
+      train_off(key(2)), train_on(key(2)), train_on(key(3)), train_on(key(2))))
+  assert np.all(np.isfinite(on_a))
+  np.testing.assert_array_equal(on_a_again, on_a)
+  if name in NO_ATTENTION_WEIGHTS:   # documented: nothing to drop, the rate changes nothing
+    np.testing.assert_array_equal(on_a, off_a)
+    return
+  assert np.abs(on_a - off_a).max() > 1e-3, f"{name}: dropout_rate=0.5 changed nothing"
+  assert np.abs(on_a - on_b).max() > 1e-3, f"{name}: two dropout rngs gave one output"
+  # Padded queries stay zero with dropout on.
+  assert np.abs(on_a[1, LENGTH - 5:]).max() == 0.0
 
 
 @pytest.mark.parametrize("name", CROSS)
