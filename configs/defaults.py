@@ -67,10 +67,20 @@ def attention(config: ml_collections.ConfigDict, name: str, **kwargs) -> ml_coll
   """Selects the attention variant (used by `<model>_<task>.py`): `attention_kwargs` gets every
   setting of its mixer at the mixer's default, then `kwargs` on top."""
   config.model.attention = name
+  mixer = registry.get(name).mixer
   with config.unlocked():
-    config.model.attention_kwargs = mixer_settings(registry.get(name).mixer, kwargs,
-                                                   where=f"attention {name!r}")
+    config.model.attention_kwargs = mixer_settings(mixer, kwargs, where=f"attention {name!r}")
+  _no_attention_dropout_where_there_is_none(config)
   return config
+
+
+def _no_attention_dropout_where_there_is_none(config: ml_collections.ConfigDict) -> None:
+  """FAVOR+, elu+1 and Nystrom attention form no attention weights to drop. LRA's configs set an
+  attention dropout rate for them too, which its code ignored; 0 says what runs (a nonzero rate
+  is refused when the model is built, so a command-line override is an error, not ignored)."""
+  mixer = registry.get(config.model.attention).mixer
+  if "dropout_rate" not in {f.name for f in dataclasses.fields(mixer)}:
+    config.model.attention_dropout_rate = 0.0
 
 
 def settable_fields(mixer: type) -> dict[str, dataclasses.Field]:
@@ -185,5 +195,6 @@ def finalize(config: ml_collections.ConfigDict, preset: str | None,
       raise ValueError(f"unknown config preset {preset!r}{_did_you_mean(preset, presets)}; "
                        f"known presets: {', '.join(sorted(presets))}")
     presets[preset](config)
+    _no_attention_dropout_where_there_is_none(config)  # presets set the task's rates again
   config.lock()
   return config

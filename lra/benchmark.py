@@ -405,13 +405,15 @@ def attention_dropout_rate(name: str, kwargs: dict, model: str) -> float:
   """The attention-weight dropout a row trains with. One block (--model=block/attention) is
   built with the modules' default, 0. The full Text model uses the shared config's LRA rate,
   except `transformer` with implementation 'xla': `jax.nn.dot_product_attention` has no
-  attention dropout (SoftmaxAttention refuses it), so that row is measured without it."""
+  attention dropout (SoftmaxAttention refuses it), so that row is measured without it, as are
+  the variants that form no attention weights (performer, linear_transformer, nystromformer)."""
   if model != "full":
     return 0.0
   from configs import defaults  # pylint: disable=import-outside-toplevel
   if implementation_of({"attention": name, "kwargs": kwargs}) == "xla":
     return 0.0
-  return float(defaults.shared_config().model.attention_dropout_rate)
+  config = defaults.attention(defaults.shared_config(), name)  # 0 where the variant has none
+  return float(config.model.attention_dropout_rate)
 
 
 def main(argv):

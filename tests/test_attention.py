@@ -6,6 +6,7 @@ and sub-quadratic memory growth (XLA's compiled memory analysis).
 """
 import dataclasses
 import functools
+import importlib
 
 import jax
 import jax.numpy as jnp
@@ -83,9 +84,10 @@ def test_bfloat16_inputs_keep_their_dtype_and_finite_gradients(name, options, ca
   q, k, v = (t.astype(jnp.bfloat16) for t in qkv(3))
   inputs_q = jax.random.normal(jax.random.key(4), (2, LENGTH, 12)).astype(jnp.bfloat16)
   mask = jnp.arange(LENGTH)[None, :] < jnp.array([[LENGTH], [LENGTH - 5]])
-  # Training with attention dropout on; the fused "xla" kernel has none (an error by design).
+  # Training with attention dropout on; the fused "xla" kernel and the variants without
+  # attention weights have none (an error by design).
   xla = options.get("implementation") == "xla"
-  rate = 0.0 if xla else 0.1
+  rate = 0.0 if xla or name in NO_ATTENTION_WEIGHTS else 0.1
   mixer = make_mixer(name, causal=causal, dropout_rate=rate, **options)
   call = dict(q_mask=mask, kv_mask=mask, inputs_q=inputs_q)
 
@@ -182,7 +184,8 @@ def test_dropout_off_is_deterministic(name):
   q, k, v = qkv()
   mask = jnp.ones((2, LENGTH), bool)
   mixer = registry.build_mixer(name, SMALL_KWARGS.get(name, {}), max_len=LENGTH,
-                               kv_max_len=LENGTH, dropout_rate=0.5)
+                               kv_max_len=LENGTH,
+                               dropout_rate=0.0 if name in NO_ATTENTION_WEIGHTS else 0.5)
   rngs = {"params": jax.random.key(0), "dropout": jax.random.key(1)}
   variables = mixer.init(rngs, q, k, v, q_mask=mask, kv_mask=mask)
   run = lambda seed, det: mixer.apply(variables, q, k, v, q_mask=mask, kv_mask=mask,
@@ -191,8 +194,9 @@ def test_dropout_off_is_deterministic(name):
 
 
 # Variants with no attention weights to drop: their papers and the authors' / LRA code have no
-# attention dropout (see each module's docstring), so their mixers declare no `dropout_rate` and
-# the base's rate never reaches them. Any other variant must apply the rate it is given.
+# attention dropout (see each module's docstring), so their mixers declare no `dropout_rate`,
+# a nonzero rate is refused at build time and their configs set it to 0. Any other variant must
+# apply the rate it is given.
 NO_ATTENTION_WEIGHTS = {"linear_transformer", "nystromformer", "performer"}
 
 
@@ -204,10 +208,24 @@ def test_only_weightless_variants_lack_attention_dropout():
   assert {n for n in NAMES if not declares_dropout(n)} == NO_ATTENTION_WEIGHTS
 
 
+@pytest.mark.parametrize("name", sorted(NO_ATTENTION_WEIGHTS))
+def test_a_variant_without_attention_dropout_refuses_a_rate_and_its_configs_set_zero(name):
+  with pytest.raises(ValueError, match=f"attention {name!r} has no attention dropout.*"
+                                       "attention_dropout_rate=0.5"):
+    make_mixer(name, dropout_rate=0.5)
+  from configs import defaults  # pylint: disable=import-outside-toplevel
+  for task in ("listops", "text", "image"):
+    config = importlib.import_module(f"configs.{name}_{task}").get_config()
+    assert config.model.attention_dropout_rate == 0.0, (name, task)
+    config = defaults.attention(importlib.import_module("configs.base_" + task).get_config(),
+                                "transformer")
+    assert config.model.attention_dropout_rate > 0, task  # only the weightless variants zero it
+
+
 def dropout_cases():
   """(name, options, causal): every variant at its test settings, every transformer
   implementation, causal and bidirectional where the variant has a causal form."""
-  for name in NAMES:
+  for name in sorted(set(NAMES) - NO_ATTENTION_WEIGHTS):  # those refuse a rate (test above)
     # OPTION_MATRIX's transformer entries: dense, blocked over several blocks, xla.
     options_list = OPTION_MATRIX["transformer"] if name == "transformer" else [{}]
     for options in options_list:
@@ -242,9 +260,6 @@ def test_attention_dropout_in_training(name, options, causal):
       train_off(key(2)), train_on(key(2)), train_on(key(3)), train_on(key(2))))
   assert np.all(np.isfinite(on_a))
   np.testing.assert_array_equal(on_a_again, on_a)
-  if name in NO_ATTENTION_WEIGHTS:   # documented: nothing to drop, the rate changes nothing
-    np.testing.assert_array_equal(on_a, off_a)
-    return
   assert np.abs(on_a - off_a).max() > 1e-3, f"{name}: dropout_rate=0.5 changed nothing"
   assert np.abs(on_a - on_b).max() > 1e-3, f"{name}: two dropout rngs gave one output"
   # Padded queries stay zero with dropout on.

@@ -7,6 +7,7 @@ dropout); float32 end to end is covered by tests/test_train.py and every mixer's
 behaviour by tests/test_attention.py. One run per variant keeps this file's cost (the
 compiles) at one train step and one evaluation step per variant.
 """
+import dataclasses
 import importlib
 import json
 import math
@@ -28,7 +29,10 @@ def test_every_variant_has_a_config_for_every_task():
 def train_tiny_listops_in_bfloat16(name, workdir, cache_dir, **model_overrides):
   config = importlib.import_module(f"configs.{name}_listops").get_config("tiny")
   assert config.model.attention == name
-  assert config.model.dropout_rate > 0 and config.model.attention_dropout_rate > 0
+  assert config.model.dropout_rate > 0
+  # Attention dropout too, except where the variant forms no attention weights (set to 0).
+  declared = {f.name for f in dataclasses.fields(registry.get(name).mixer)}
+  assert (config.model.attention_dropout_rate > 0) == ("dropout_rate" in declared), name
   config.model.dtype = "bfloat16"
   for field, value in model_overrides.items():
     if field in config.model.attention_kwargs:

@@ -94,6 +94,11 @@ def build_mixer(attention: str, kwargs: Mapping[str, Any] | None, *, causal: boo
     raise ValueError(f"attention {attention!r} got unknown config.model.attention_kwargs "
                      f"{unknown}; it accepts: {allowed}")
   context["causal"] = causal
+  if context.get("dropout_rate") and "dropout_rate" not in fields:
+    raise ValueError(
+        f"attention {attention!r} has no attention dropout (it forms no attention weights to "
+        f"drop) but config.model.attention_dropout_rate={context['dropout_rate']}; set it to 0 "
+        "(the variant's configs do)")
   for key, value in context.items():
     if key not in CONTEXT_FIELDS:
       raise ValueError(f"unknown mixer context field {key!r}")
