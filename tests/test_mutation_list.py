@@ -68,3 +68,8 @@ def test_a_caught_and_a_surviving_mutation_are_told_apart(tmp_path, monkeypatch)
                                      ("test_mutated.py",))
   assert mutation_check.run(caught, tmp_path / "a")[0] == "caught"
   assert mutation_check.run(survived, tmp_path / "b")[0] == "survived"
+
+
+def test_the_readme_states_the_number_of_mutations():
+  text = " ".join((ROOT / "README.md").read_text().split())
+  assert f"({len(mutation_check.MUTATIONS)} small breaking changes" in text

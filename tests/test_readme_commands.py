@@ -86,6 +86,13 @@ EXERCISES: dict[str, list[str]] = {
         "python -m lra.report --runs={runs} --published --bench=docs/benchmark.json "
         "--bench_length=4096 --plot={tmp}/fig3.png --curves={tmp}/curves.png "
         "--out={tmp}/report.md"],
+    "python -m lra.sweep --attention=all --tasks=listops --seeds=0 --preset=quick "
+    "--workdir=runs/quick_listops": [
+        "python -m lra.sweep --attention=all --tasks=listops --seeds=0 --preset=quick "
+        "--workdir={tmp}/quick --dry_run"],
+    "python -m lra.report --runs=runs/quick_listops --collect=docs/quick_listops_results.json "
+    "--out=docs/quick_listops_report.md": [
+        "python -m lra.report --runs={runs} --collect={tmp}/results.json --out={tmp}/report.md"],
     # Data: the TFDS sets and the release need the network; tests/test_prepare.py runs the
     # preparation on fixtures, here the command line itself.
     "python -m lra.prepare --tasks=listops,text,retrieval,image,pathfinder,pathx "
@@ -219,3 +226,33 @@ def test_readme_commands_over_a_finished_run(tmp_path, cache_dir):
         scratch = tmp_path / f"scratch{abs(hash(readme_command))}_{number}"
         scratch.mkdir()
         _exercise(readme_command, exercise, scratch, runs, cache_dir)
+
+
+# The README's inline `attention_kwargs` override examples: flags -> (variant, setting, value).
+OVERRIDE_EXAMPLES = {
+    "--config.model.attention_kwargs.num_features=512": ("performer", "num_features", 512),
+    "--config.model.attention_kwargs.global_positions=0,5": (
+        "longformer", "global_positions", (0, 5)),
+    "--config.model.attention_kwargs.mixture=dense --config.model.attention_kwargs.mixture=random":
+        ("synthesizer", "mixture", ("dense", "random")),
+}
+
+
+def test_readme_attention_kwargs_examples_reach_the_config():
+  from lra import sweep  # pylint: disable=import-outside-toplevel
+  spans = [" ".join(span.split()) for span in re.findall(
+      r"`(--config\.model\.attention_kwargs\.[^`]+)`", (ROOT / "README.md").read_text())]
+  assert set(OVERRIDE_EXAMPLES) <= set(spans), spans
+  forms = dict(OVERRIDE_EXAMPLES)
+  forms["--config.model.attention_kwargs.global_positions=(0, 5)"] = (  # the README's `'(0, 5)'`
+      "longformer", "global_positions", (0, 5))
+  for flags_text, (variant, setting, value) in forms.items():
+    flags_list = [flags_text] if "(0, 5)" in flags_text else flags_text.split()
+    sets = [flag.removeprefix("--config.") for flag in flags_list]
+    config = sweep.resolve_config(sweep.Run(variant, "listops", 0), "tiny", sets)
+    assert config.model.attention_kwargs[setting] == value, (flags_text, config.model)
+  with pytest.raises(ValueError, match="linformer"):  # README: switching variant by flag fails
+    config = sweep.resolve_config(sweep.Run("performer", "listops", 0), "tiny",
+                                  ["model.attention=linformer"])
+    from models.attention import registry  # pylint: disable=import-outside-toplevel
+    registry.build_mixer(config.model.attention, config.model.attention_kwargs)

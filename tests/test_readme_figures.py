@@ -90,3 +90,10 @@ def test_dense_8192_peak_figure():
   dense = next(r for r in load("docs/benchmark_attention_only.json")
                if r["attention"] == "transformer" and not r.get("kwargs") and r["length"] == 8192)
   assert_in_readme(f"({gb(dense['peak_rss_bytes'])} peak for the {gb(dense['memory_bytes'])} step")
+
+
+def test_quick_listops_chance_level():
+  runs = load("docs/quick_listops_results.json")["runs"]
+  rates = {entry["results"]["test_majority_class_rate"] for entry in runs}
+  assert len(runs) == 12 and len(rates) == 1
+  assert_in_readme(f"set majority-class rate {100 * rates.pop():.1f}%)")
