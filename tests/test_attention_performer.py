@@ -180,3 +180,27 @@ def test_bfloat16_inputs_are_computed_in_float32(kernel, causal):
   assert out.dtype == jnp.bfloat16
   expected = run(*(t.astype(jnp.float32) for t in (q, k, v)))
   np.testing.assert_allclose(out.astype(jnp.float32), expected, atol=2e-2, rtol=1e-2)
+
+
+def causal_softmax_inline(q, k, v):
+  """Exact causal softmax attention, written here (not the code under test)."""
+  logits = np.einsum("bihd,bjhd->bhij", q, k) / np.sqrt(q.shape[-1])
+  logits = np.where(np.tril(np.ones(logits.shape[-2:], bool)), logits, -np.inf)
+  weights = np.exp(logits - logits.max(-1, keepdims=True))
+  return np.einsum("bhij,bjhd->bihd", weights / weights.sum(-1, keepdims=True), v)
+
+
+def test_causal_favor_converges_to_causal_softmax():
+  # The causal form's own features (not shared with a reference built from the same code):
+  # with many orthogonal features it must estimate exp(q.k / sqrt(d)) over the prefix.
+  counts, errors = (16, 4096), np.zeros(2)
+  mask = np.ones((2, 32), bool)
+  for seed in range(3):
+    q, k, v = qkv(20 + seed, length=32, scale=0.5)
+    exact = causal_softmax_inline(q, k, v)
+    projection = np.asarray(draw(jax.random.key(200 + seed), max(counts), DIM))
+    for i, m in enumerate(counts):
+      out = np.asarray(causal_favor(q, k, v, projection[:m], mask, "softmax"))
+      errors[i] += np.mean(np.abs(out - exact)) / 3
+  # Measured: mean abs error 0.033 with 16 features, 0.0028 with 4096 (about m^-1/2).
+  assert errors[1] < 0.01 and errors[1] < 0.15 * errors[0], errors
