@@ -68,14 +68,20 @@ def test_padding_invariance(name, causal):
   assert bool(jnp.all(jnp.isfinite(out2)))
 
 
-def bfloat16_cases():
-  """(name, options, causal) for every entry of OPTION_MATRIX, causal where supported."""
-  for name in NAMES:
-    for options in OPTION_MATRIX.get(name, [{}]):
+def option_cases(names=None, only=None):
+  """(name, options, causal) for every entry of OPTION_MATRIX (or, for the variants in `only`,
+  only theirs; the others at their defaults), causal where supported."""
+  for name in names or NAMES:
+    matrix = OPTION_MATRIX.get(name, [{}]) if only is None or name in only else [{}]
+    for options in matrix:
       for causal in (False, True) if registry.get(name).supports_causal else (False,):
         label = ",".join(f"{k}={v}" for k, v in options.items()) or "defaults"
         yield pytest.param(name, options, causal,
                            id=f"{name}-{label}-{'causal' if causal else 'bidirectional'}")
+
+
+def bfloat16_cases():
+  return option_cases()
 
 
 @pytest.mark.parametrize("name,options,causal", list(bfloat16_cases()))
@@ -223,16 +229,9 @@ def test_a_variant_without_attention_dropout_refuses_a_rate_and_its_configs_set_
 
 
 def dropout_cases():
-  """(name, options, causal): every variant at its test settings, every transformer
-  implementation, causal and bidirectional where the variant has a causal form."""
-  for name in sorted(set(NAMES) - NO_ATTENTION_WEIGHTS):  # those refuse a rate (test above)
-    # OPTION_MATRIX's transformer entries: dense, blocked over several blocks, xla.
-    options_list = OPTION_MATRIX["transformer"] if name == "transformer" else [{}]
-    for options in options_list:
-      for causal in (False, True) if registry.get(name).supports_causal else (False,):
-        label = ",".join(f"{k}={v}" for k, v in options.items()) or "defaults"
-        yield pytest.param(name, options, causal,
-                           id=f"{name}-{label}-{'causal' if causal else 'bidirectional'}")
+  """Every variant with attention dropout at its test settings, and every transformer
+  implementation (dense, blocked over several blocks, xla); causal where supported."""
+  return option_cases(sorted(set(NAMES) - NO_ATTENTION_WEIGHTS), only={"transformer"})
 
 
 @pytest.mark.parametrize("name,options,causal", list(dropout_cases()))
