@@ -55,6 +55,14 @@ def shared_config() -> ml_collections.ConfigDict:
   train.b1 = 0.9
   train.b2 = 0.98
   train.eps = 1e-9
+  # Per-parameter-group learning rate and weight decay, defined in a config file (configs are
+  # locked, so not added from the command line; their fields can be overridden there):
+  # config.train.param_groups.ssm = ml_collections.ConfigDict(
+  #     {"match": (r"/log_dt$",), "learning_rate": 1e-3, "weight_decay": 0.0})
+  # `match` are regular expressions searched in '/'-joined parameter paths; the group's rate
+  # follows the same schedule as learning_rate. Unmatched parameters use learning_rate and
+  # weight_decay above. See lra/optim.py.
+  train.param_groups = ml_collections.ConfigDict()
   train.eval_every = 1000
   train.eval_batches = 0     # 0 = the whole split
   train.checkpoint_every = 1000
