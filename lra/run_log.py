@@ -51,12 +51,18 @@ def check_or_write_config(workdir: Path, config: ml_collections.ConfigDict) -> N
 
 
 def differing_fields(a, b, prefix=""):
-  """Dotted paths of the fields where two config dicts differ."""
+  """Dotted paths of the fields where two config dicts differ. A field missing on one side and
+  an empty dict on the other is no difference: a group of settings added to the defaults later
+  (e.g. train.param_groups) changes nothing an earlier run did, so that run still resumes."""
   if isinstance(a, dict) and isinstance(b, dict):
     for key in set(a) | set(b):
       yield from differing_fields(a.get(key), b.get(key), f"{prefix}{key}.")
-  elif a != b:
+  elif a != b and not (_absent_or_empty(a) and _absent_or_empty(b)):
     yield prefix.rstrip(".")
+
+
+def _absent_or_empty(value) -> bool:
+  return value is None or (isinstance(value, dict) and not value)
 
 
 def load_config(workdir: Path) -> ml_collections.ConfigDict:

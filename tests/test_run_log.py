@@ -145,3 +145,14 @@ def test_versions_of_a_missing_package_is_none(monkeypatch):
   monkeypatch.setattr(run_log, "PACKAGES", ("numpy", "surely-not-installed-pkg"))
   found = run_log.versions()
   assert found["surely-not-installed-pkg"] is None and found["numpy"] == np.__version__
+
+
+def test_a_settings_group_added_later_with_an_empty_default_is_no_difference():
+  # An earlier run's config.json lacks train.param_groups; today's default is an empty group.
+  old = {"train": {"learning_rate": 0.1}}
+  new = {"train": {"learning_rate": 0.1, "param_groups": {}}}
+  assert list(run_log.differing_fields(old, new)) == []
+  assert list(run_log.differing_fields(new, old)) == []
+  grown = {"train": {"learning_rate": 0.1, "param_groups": {"ssm": {"learning_rate": 1e-3}}}}
+  assert list(run_log.differing_fields(old, grown)) == ["train.param_groups"]
+  assert list(run_log.differing_fields({"x": 0}, {"x": {}})) == ["x"]  # 0 is not empty
