@@ -13,12 +13,12 @@ is that the process keeps its peak heap.
 `eval.py`, the benchmark's workers and the test runner call it first. `LRA_MALLOC=system` keeps
 glibc's defaults; a non-glibc libc is left alone.
 
-The kept heap fragments: the 342 MiB ListOps step peaks at 2.2 GB (1.1 GB with glibc's
-defaults), and an 8.7 GB step (dense attention at 8192) grew every step until the kernel killed
-it. So `limit_to_step(bytes)`, called once the train step is
-compiled, hands chunks of 32 MiB and more back to mmap when the step needs more than
-`LRA_MALLOC_KEEP_MIB` (default 1024 MiB): such steps fault their temporaries in again, as with
-glibc's defaults, but their memory stays bounded.
+The kept heap fragments: the ListOps L=256 step (342 MB compiled) peaks at 2.2 GB (1.1 GB with
+glibc's defaults), and an 8.7 GB step (dense attention at 8192) grew every step until the
+kernel killed it. So `limit_to_step(bytes)`, called once the train step is compiled, hands
+chunks of 32 MiB and more back to mmap when the step needs more than `LRA_MALLOC_KEEP_MIB`
+(default 1024 MiB): such steps fault their temporaries in again, as with glibc's defaults, but
+their memory stays bounded.
 """
 from __future__ import annotations
 

@@ -140,15 +140,7 @@ def parse_groups(train: ml_collections.ConfigDict) -> dict[str, dict]:
 
 def param_path(path) -> str:
   """A key path from jax.tree_util as 'encoder/block_0/attention/log_dt'."""
-  parts = []
-  for key in path:
-    for attr in ("key", "name", "idx"):  # DictKey, GetAttrKey, SequenceKey/FlattenedIndexKey
-      if hasattr(key, attr):
-        parts.append(str(getattr(key, attr)))
-        break
-    else:
-      parts.append(str(key))
-  return "/".join(parts)
+  return jax.tree_util.keystr(path, simple=True, separator="/")
 
 
 def param_labels(groups: dict[str, dict], params):

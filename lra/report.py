@@ -134,8 +134,10 @@ def find_runs(root: str | Path) -> tuple[list[Run], list[str]]:
 
 
 def collected(root: str | Path, runs: list[Run], unfinished: list[str]) -> dict:
-  """The runs' results and configs in one JSON-able dict (`--collect`), paths relative to root."""
-  return {"runs": [{"path": str(run.path.relative_to(root)), "results": run.results,
+  """The runs' results and configs in one JSON-able dict (`--collect`); paths relative to a
+  runs folder (runs read from a collected file keep theirs)."""
+  relative = (lambda path: path.relative_to(root)) if Path(root).is_dir() else (lambda p: p)
+  return {"runs": [{"path": str(relative(run.path)), "results": run.results,
                     "config": run.config} for run in runs],
           "unfinished": unfinished}
 
@@ -198,10 +200,11 @@ def write_output(text: str, out: str) -> None:
 
 def build_report(runs_dir: str, fmt: str = "markdown", published: bool = False,
                  select: str = "final", bench: str = "", bench_length: int = 0,
-                 plot: str = "", curves: str = "") -> str:
-  """The report's text (tables in `fmt`); writes the PNGs asked for."""
+                 plot: str = "", curves: str = "", found=None) -> str:
+  """The report's text (tables in `fmt`); writes the PNGs asked for. `found`: what
+  `find_runs(runs_dir)` returned, when the caller has it already."""
   from lra import report_plots, report_tables  # pylint: disable=import-outside-toplevel
-  runs, unfinished = find_runs(runs_dir)
+  runs, unfinished = found or find_runs(runs_dir)
   if unfinished:
     print(f"report: {len(unfinished)} run{'' if len(unfinished) == 1 else 's'} without "
           f"results.json (unfinished or failed), not in the tables: {'; '.join(unfinished)}",
@@ -237,15 +240,14 @@ def main(argv):
   if not FLAGS.runs:
     cli.fail("--runs=DIR is required (a folder of run directories)")
   try:
+    found = find_runs(FLAGS.runs)
     text = build_report(FLAGS.runs, FLAGS.format, FLAGS.published, FLAGS.select, FLAGS.bench,
-                        FLAGS.bench_length, FLAGS.plot, FLAGS.curves)
+                        FLAGS.bench_length, FLAGS.plot, FLAGS.curves, found=found)
   except ReportError as e:
     cli.fail(e)
   write_output(text, FLAGS.out)
   if FLAGS.collect:
-    runs, unfinished = find_runs(FLAGS.runs)
-    write_output(json.dumps(collected(FLAGS.runs, runs, unfinished), indent=1) + "\n",
-                 FLAGS.collect)
+    write_output(json.dumps(collected(FLAGS.runs, *found), indent=1) + "\n", FLAGS.collect)
 
 
 if __name__ == "__main__":

@@ -187,8 +187,12 @@ def _exercise(readme_command: str, exercise: str, tmp_path: Path, runs: Path, ca
   elif exercise.startswith("tensorboard-serves"):
     _tensorboard_serves(runs, cache)
   elif exercise.startswith("offline "):
-    # Installing torch needs the network; the torch benchmark's own flags run below it.
-    assert "torch" in readme_command
+    # Installing torch needs the network (not run); the version it pins must be the one the
+    # committed torch rows were measured with. The torch benchmark's own flags run below it.
+    import json  # pylint: disable=import-outside-toplevel
+    pinned = re.search(r"torch==([\w.]+)", readme_command).group(1)
+    rows = json.loads((ROOT / "docs" / "torch_attention.json").read_text())
+    assert {row["torch"].split("+")[0] for row in rows} == {pinned}, (pinned, rows[0]["torch"])
   else:
     expect_failure = exercise.endswith(" --expect_failure")
     command = exercise.removesuffix(" --expect_failure").format(
