@@ -19,12 +19,17 @@ What "covers" means per variant, with L = length and Q = L // 4:
   linformer           k = min(k, Q)                  (LRA's k=16 already qualifies at L >= 64)
   performer           num_features = min(m, Q)       (LRA's ListOps m=2 already qualifies)
   reformer            chunk_len = min(chunk_len, Q // 2) (a chunk sees itself and its neighbour)
+  mega                chunk_size = min(chunk_size, Q) where chunked (Mega-chunk)
 Not scaled, because they have no coverage setting: transformer (exact, the reference),
-linear_transformer (kernel, no window), synthesizer (its random mode learns a dense L x L map).
+linear_transformer (kernel, no window), synthesizer (its random mode learns a dense L x L map),
+and the sequence mixers (S4D, S5, LRU, H3, Hyena, long convolutions, SGConv), whose kernels or
+recurrences span the whole input by design.
 """
 from __future__ import annotations
 
 import ml_collections
+
+from models.attention import registry
 
 UNSCALED = ("transformer", "linear_transformer", "synthesizer")
 
@@ -52,8 +57,11 @@ def scale_to(config: ml_collections.ConfigDict, length: int) -> dict:
     changes = {"num_features": min(kwargs.num_features, quarter)}
   elif name == "reformer":
     changes = {"chunk_len": min(kwargs.chunk_len, quarter // 2)}
-  elif name in UNSCALED:
-    changes = {}
+  elif name in UNSCALED or registry.get(name).kind == "sequence":
+    # State-space and long-convolution mixers see the whole sequence by design (a kernel or a
+    # recurrence as long as the input); Mega-chunk's chunk is its coverage setting.
+    changes = ({"chunk_size": min(kwargs.chunk_size, quarter)}
+               if name == "mega" and kwargs.chunk_size > 0 else {})
   else:
     raise ValueError(f"configs/approximate_regime.py: no rule for attention {name!r}; add one "
                      "so its preset runs in the approximate regime")

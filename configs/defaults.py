@@ -43,6 +43,12 @@ def shared_config() -> ml_collections.ConfigDict:
   model.reversible = False       # RevNet residuals (Reformer sec. 3)
   model.ffn_chunk_size = 0       # chunked feed-forward (Reformer sec. 3); 0 = off
   model.dtype = "float32"        # or "bfloat16"
+  # The block (models/blocks.py), for the recipes of the state-space / long-convolution papers:
+  model.norm = "layer"           # "layer" or "batch" (masked batch statistics; running averages)
+  model.prenorm = True           # x + f(norm(x)) (LRA's); False: norm(x + f(x)), no final norm
+  model.ffn = "mlp"              # "mlp" (LRA's feed-forward sublayer) or an output stage on the
+                                 # mixer branch with no feed-forward: "glu", "half_glu1",
+                                 # "half_glu2", "none" (models/blocks.py says what each is)
 
   train = config.train = ml_collections.ConfigDict()
   train.batch_size = 32

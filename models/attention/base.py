@@ -55,6 +55,11 @@ class MultiHeadAttention(nn.Module):
       raise ValueError(f"attention {self.attention!r} needs a fixed max_len")
     mixer = registry.build_mixer(self.attention, self.attention_kwargs, causal=self.causal,
                                  cross=self.cross, name="mixer", **mixer_context)
+    if spec.kind == "sequence":  # it mixes x itself, with its own projections (registry.py)
+      if self.out_dim not in (None, x.shape[-1]):
+        raise ValueError(f"attention {self.attention!r} is a sequence mixer: its output has the "
+                         f"input's width {x.shape[-1]}, not out_dim={self.out_dim}")
+      return mixer(x, mask, deterministic=deterministic)
     kv_input = x if context is None else context
     kv_mask = mask if context is None else context_mask
     q, k, v = dense("query")(x), dense("key")(kv_input), dense("value")(kv_input)

@@ -1,8 +1,15 @@
-"""The one attention registry: a name -> mixer class, and what each variant supports.
+"""The one mixer registry: a name -> mixer class, what kind it is and what it supports.
 
-A *mixer* is the part of attention that differs between X-formers: it takes projected
-queries, keys and values shaped `[batch, length, heads, head_dim]` and returns the mixed
-values in the same layout. The shared projections live in `models/attention/base.py`.
+Two kinds of mixer share it:
+  "qkv"       an attention variant (the X-formers): it takes projected queries, keys and values
+              `[batch, length, heads, head_dim]` and returns the mixed values in that layout;
+              the shared q/k/v/output projections live in `models/attention/base.py`.
+  "sequence"  a state-space or long-convolution mixer (S4D, S5, LRU, Mega, H3, Hyena, ...): it
+              takes the block's input `x` `[batch, length, features]` and its padding mask and
+              returns `[batch, length, features]`, with whatever projections its paper uses; the
+              shared base calls it without projections. Its call:
+              `mixer(x, mask, deterministic=True)`; `mask` is bool `[batch, length]` (True =
+              real token) or None. `causal=True` means a strictly left-to-right mixer.
 """
 from __future__ import annotations
 
@@ -28,6 +35,10 @@ class AttentionSpec:
   # causally warns; the forward-pass no-leak test skips it (the gradient test does not).
   causal_exact: bool = True
   causal_caveat: str = ""
+  kind: str = "qkv"  # or "sequence" (see the module docstring)
+
+
+KINDS = ("qkv", "sequence")
 
 
 class ApproximatelyCausalWarning(UserWarning):
@@ -40,25 +51,34 @@ CONTEXT_FIELDS = ("causal", "dropout_rate", "max_len", "kv_max_len")
 
 
 def register(name: str, *, causal: bool, cross: bool, needs_max_len: bool = False,
-             subquadratic: bool = True, causal_exact: bool = True, causal_caveat: str = ""):
-  """Class decorator: `@register("performer", causal=True, cross=True)`."""
+             subquadratic: bool = True, causal_exact: bool = True, causal_caveat: str = "",
+             kind: str = "qkv"):
+  """Class decorator: `@register("performer", causal=True, cross=True)`;
+  `@register("s5", causal=True, cross=False, kind="sequence")` for a sequence mixer."""
   if causal and not causal_exact and not causal_caveat:
     raise ValueError(f"attention {name!r}: causal_exact=False needs a causal_caveat (why)")
+  if kind not in KINDS:
+    raise ValueError(f"attention {name!r}: kind={kind!r}; expected one of {KINDS}")
+  if kind == "sequence" and cross:
+    raise ValueError(f"attention {name!r}: a sequence mixer reads one sequence; no cross form")
 
   def decorate(cls):
     if name in _REGISTRY:
       raise ValueError(f"attention {name!r} is registered twice "
                        f"({_REGISTRY[name].mixer.__module__} and {cls.__module__})")
     _REGISTRY[name] = AttentionSpec(name, cls, causal, cross, needs_max_len, subquadratic,
-                                    causal_exact, causal_caveat)
+                                    causal_exact, causal_caveat, kind)
     return cls
 
   return decorate
 
 
-def names() -> list[str]:
+def names(kind: str | None = None) -> list[str]:
+  """Every registered name, or those of one kind ("qkv" or "sequence")."""
   _import_variants()
-  return sorted(_REGISTRY)
+  if kind is not None and kind not in KINDS:
+    raise ValueError(f"kind={kind!r}; expected one of {KINDS}")
+  return sorted(n for n, spec in _REGISTRY.items() if kind in (None, spec.kind))
 
 
 def get(name: str) -> AttentionSpec:
