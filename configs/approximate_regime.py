@@ -57,7 +57,7 @@ def scale_to(config: ml_collections.ConfigDict, length: int) -> dict:
     changes = {"num_features": min(kwargs.num_features, quarter)}
   elif name == "reformer":
     changes = {"chunk_len": min(kwargs.chunk_len, quarter // 2)}
-  elif name in UNSCALED or registry.get(name).kind == "sequence":
+  elif name in UNSCALED or (name in registry.names() and registry.get(name).kind == "sequence"):
     # State-space and long-convolution mixers see the whole sequence by design (a kernel or a
     # recurrence as long as the input); Mega-chunk's chunk is its coverage setting.
     changes = ({"chunk_size": min(kwargs.chunk_size, quarter)}
