@@ -1,0 +1,185 @@
+"""S4D: diagonal state space model (Gu, Gupta, Goel, Re 2022, "On the Parameterization and
+Initialization of Diagonal State Space Models").
+
+Per feature h (H = features) a diagonal complex SSM with N/2 conjugate pairs of eigenvalues
+(N = `state_size`, the S4 repo's d_state: the real state size, of which half are kept):
+
+  x'(t) = A x(t) + B u(t),   y(t) = 2 Re(C x(t)) + D u(t).
+
+- A = -exp(log_A_re) + i A_im: the real part stays negative (the paper's code keeps log(-Re A)).
+  Init (sec. 4, eqs. 7/8): S4D-Lin A_n = -1/2 + i pi n; S4D-Inv A_n = -1/2 + i N/pi (N/(2n+1) - 1).
+- B = 1 at init (sec. 4), C complex standard normal (the S4 repo's torch.randn(cfloat): real
+  and imaginary parts N(0, 1/2)), D standard normal (the S4 repo's torch.randn(H)).
+- dt = exp(log_dt), log_dt ~ U[log dt_min, log dt_max] per feature (sec. 3.2).
+- Discretisation (sec. 3.2): ZOH dA = exp(dt A), dB = (dA - 1)/A B; or bilinear
+  dA = (1 + dt A/2)/(1 - dt A/2), dB = dt B/(1 - dt A/2).
+- Kernel (sec. 3.1, "Vandermonde"): K_l = 2 Re(sum_n C_n dB_n dA_n^l), l < L; y = K * u by an
+  FFT at length 2L (zero-padded, no wrap-around), plus D u.
+- `n_ssm` (the S4 repo's option): A and B are shared by groups of features: n_ssm copies, tiled
+  over the H features (copy h % n_ssm), dt and C stay per feature. None: one per feature.
+- `bidirectional` (the S4 repo's FFTConv): a second C (the kernel's second channel) gives a
+  kernel K' read backwards, y_t += sum_{s>=1} K'_{s-1} u_{t+s}: the SSM run over the reversed
+  sequence, its output read before the current input enters (the repo pads k0 with L zeros on
+  the right and flip(k1) with L zeros on the left, then convolves at length 2L).
+
+The activation, dropout and GLU output linear that follow in the S4 repo's layer are the shared
+block's output stage (`config.model.ffn = "glu"`); this mixer is the SSM convolution and D skip.
+The recurrent form `s4d_recurrent` (x_k = dA x_{k-1} + dB u_k) gives the same outputs.
+
+Parameter names for the S4 repo's optimiser groups (A, B at lr 0.001, weight decay 0; dt at its
+lr with weight decay 0): `log_A_re`, `A_im`, `B_re`, `B_im`, `log_dt`.
+"""
+from __future__ import annotations
+
+import math
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from models.attention.registry import register
+
+INITS = ("lin", "inv")
+DISCS = ("zoh", "bilinear")
+
+
+def s4d_init_A(state_size: int, init: str) -> np.ndarray:
+  """The N/2 eigenvalues of S4D-Lin (eq. 7) or S4D-Inv (eq. 8), complex128 `[N/2]`."""
+  n = np.arange(state_size // 2)
+  if init == "lin":
+    imag = math.pi * n
+  elif init == "inv":
+    imag = state_size / math.pi * (state_size / (2 * n + 1) - 1)
+  else:
+    raise ValueError(f"s4d ssm_init={init!r}; expected one of {INITS}")
+  return -0.5 + 1j * imag
+
+
+def log_uniform(rng, shape, low: float, high: float):
+  """log dt ~ U[log dt_min, log dt_max] (sec. 3.2; the S4 repo's log_dt init)."""
+  return jax.random.uniform(rng, shape, jnp.float32, math.log(low), math.log(high))
+
+
+def discretize(A, B, dt, disc: str = "zoh"):
+  """A, B complex `[H, n]`, dt real `[H]` -> (dA, dB) complex `[H, n]` (sec. 3.2)."""
+  dtA = dt[:, None] * A
+  if disc == "zoh":
+    dA = jnp.exp(dtA)
+    return dA, (dA - 1.0) / A * B
+  if disc == "bilinear":
+    denom = 1.0 - dtA / 2.0
+    return (1.0 + dtA / 2.0) / denom, dt[:, None] * B / denom
+  raise ValueError(f"s4d disc={disc!r}; expected one of {DISCS}")
+
+
+def s4d_kernel(dA, dB, C, length: int):
+  """K[c, h, l] = 2 Re(sum_n C[c, h, n] dB[h, n] dA[h, n]^l) for l < length (Vandermonde).
+
+  dA, dB: complex `[H, n]`; C: complex `[channels, H, n]`. Returns float32 `[channels, H, L]`.
+  Memory O(H n L): the Vandermonde matrix dA^l, as in the paper's two-line kernel."""
+  powers = jnp.arange(length, dtype=jnp.float32)
+  # dA^l = exp(l log dA): log dA = dt A for ZOH exactly; the log form is the paper's code's.
+  vandermonde = jnp.exp(jnp.log(dA)[..., None] * powers)  # [H, n, L]
+  return 2.0 * jnp.einsum("chn,hnl->chl", C * dB[None], vandermonde).real
+
+
+def fft_conv(u, kernel, backward_kernel=None):
+  """u: float32 `[b, L, H]`, kernel `[H, L]` (lag 0..L-1); backward_kernel `[H, L]` reads the
+  future: y_t += sum_{s=1}^{L-1} backward_kernel[s-1] u_{t+s}. Zero-padded FFT at length 2L."""
+  length = u.shape[1]
+  k = jnp.pad(kernel, ((0, 0), (0, length)))
+  if backward_kernel is not None:  # lags -L..-1 sit at indices L..2L-1 of the circular kernel
+    k = k + jnp.pad(backward_kernel[:, ::-1], ((0, 0), (length, 0)))
+  u_f = jnp.fft.rfft(u, n=2 * length, axis=1)
+  k_f = jnp.fft.rfft(k, n=2 * length, axis=-1).T  # [L+1, H]
+  return jnp.fft.irfft(u_f * k_f[None], n=2 * length, axis=1)[:, :length]
+
+
+def s4d_recurrent(u, dA, dB, C, D, bidirectional: bool = False):
+  """The recurrence x_k = dA x_{k-1} + dB u_k, y_k = 2 Re(C_0 x_k) + D u_k (lax.scan over time);
+  bidirectional adds 2 Re(C_1 z_k) with z_k = dA z_{k+1} + dB u_{k+1} (z_{L-1} = 0).
+  u: float32 `[b, L, H]`; C complex `[channels, H, n]`. Returns float32 `[b, L, H]`."""
+  def step(x, u_k):  # x: [b, H, n]
+    x = dA * x + dB * u_k[..., None]
+    return x, x
+
+  x0 = jnp.zeros(u.shape[:1] + dA.shape, jnp.complex64)
+  _, states = jax.lax.scan(step, x0, jnp.swapaxes(u, 0, 1))  # [L, b, H, n]
+  y = 2.0 * jnp.einsum("lbhn,hn->blh", states, C[0]).real + D * u
+  if bidirectional:
+    _, back = jax.lax.scan(step, x0, jnp.swapaxes(u, 0, 1)[::-1])  # back[j]: input L-1-j in
+    # z_k holds inputs k+1..L-1: the reversed run's state before input k enters.
+    z = jnp.concatenate([jnp.zeros_like(back[:1]), back[:-1]])[::-1]
+    y = y + 2.0 * jnp.einsum("lbhn,hn->blh", z, C[1]).real
+  return y
+
+
+@register("s4d", causal=True, cross=False, kind="sequence")
+class S4D(nn.Module):
+  """The S4D convolution + D skip over `[b, L, H]` (module docstring)."""
+  causal: bool = False
+  state_size: int = 64      # N (the S4 repo's d_state); N/2 complex pairs are kept
+  ssm_init: str = "lin"     # "lin" (S4D-Lin, eq. 7) or "inv" (S4D-Inv, eq. 8); the S4 repo's
+                            # `init` (a name flax.linen.Module keeps for its init method)
+  disc: str = "zoh"         # "zoh" (the paper's default) or "bilinear"
+  dt_min: float = 0.001
+  dt_max: float = 0.1
+  n_ssm: int | None = None  # copies of (A, B) tiled over the features; None: one per feature
+  bidirectional: bool = False
+
+  def check(self, features: int):
+    if self.causal and self.bidirectional:
+      raise ValueError("s4d: causal=True and bidirectional=True are exclusive (a bidirectional "
+                       "kernel reads the future)")
+    if self.ssm_init not in INITS:
+      raise ValueError(f"s4d ssm_init={self.ssm_init!r}; expected one of {INITS}")
+    if self.disc not in DISCS:
+      raise ValueError(f"s4d disc={self.disc!r}; expected one of {DISCS}")
+    if self.state_size < 2 or self.state_size % 2:
+      raise ValueError(f"s4d state_size={self.state_size}; expected an even number >= 2")
+    if not 0 < self.dt_min <= self.dt_max:
+      raise ValueError(f"s4d dt_min={self.dt_min}, dt_max={self.dt_max}; expected "
+                       "0 < dt_min <= dt_max")
+    if self.n_ssm is not None and (self.n_ssm < 1 or features % self.n_ssm):
+      raise ValueError(f"s4d n_ssm={self.n_ssm} does not divide the {features} features")
+
+  @nn.compact
+  def ssm(self, features: int):
+    """(dA, dB, C, D): the discretised SSM, complex64 `[H, n]`, C `[channels, H, n]`, D `[H]`."""
+    self.check(features)
+    half = self.state_size // 2
+    copies = self.n_ssm or features
+    A0 = s4d_init_A(self.state_size, self.ssm_init)
+    log_A_re = self.param("log_A_re", lambda _, s: jnp.full(s, math.log(-A0.real[0]),
+                                                            jnp.float32), (copies, half))
+    A_im = self.param("A_im", lambda _, s: jnp.broadcast_to(jnp.asarray(A0.imag, jnp.float32),
+                                                            s), (copies, half))
+    B_re = self.param("B_re", nn.initializers.ones, (copies, half))
+    B_im = self.param("B_im", nn.initializers.zeros, (copies, half))
+    channels = 2 if self.bidirectional else 1
+    C_re = self.param("C_re", nn.initializers.normal(math.sqrt(0.5)), (channels, features, half))
+    C_im = self.param("C_im", nn.initializers.normal(math.sqrt(0.5)), (channels, features, half))
+    D = self.param("D", nn.initializers.normal(1.0), (features,))
+    log_dt = self.param("log_dt", log_uniform, (features,), self.dt_min, self.dt_max)
+    tile = lambda p: jnp.tile(p, (features // copies, 1))  # copy h % n_ssm, as the S4 repo's
+    A = tile(-jnp.exp(log_A_re) + 1j * A_im)
+    dA, dB = discretize(A, tile(B_re + 1j * B_im), jnp.exp(log_dt), self.disc)
+    return dA, dB, C_re + 1j * C_im, D
+
+  def __call__(self, x, mask=None, deterministic=True):
+    dA, dB, C, D = self.ssm(x.shape[-1])
+    u = x.astype(jnp.float32)
+    if mask is not None:  # padding carries nothing into either direction's convolution
+      u = jnp.where(mask[..., None], u, 0.0)
+    kernel = s4d_kernel(dA, dB, C, x.shape[1])
+    y = fft_conv(u, kernel[0], kernel[1] if self.bidirectional else None) + D * u
+    return y.astype(x.dtype)
+
+  def recurrent(self, x, mask=None):
+    """The same map by the recurrence (`s4d_recurrent`); apply with method="recurrent"."""
+    dA, dB, C, D = self.ssm(x.shape[-1])
+    u = x.astype(jnp.float32)
+    if mask is not None:
+      u = jnp.where(mask[..., None], u, 0.0)
+    return s4d_recurrent(u, dA, dB, C, D, self.bidirectional).astype(x.dtype)
