@@ -1,17 +1,17 @@
 """Long convolutions (Fu et al. 2023) on Pathfinder (32x32): the authors' LRA recipe.
 
-Source: HazyResearch/safari configs/experiment/lra/long-conv-lra-pathfinder.yaml (commit 26f6223), on
-configs/model/long-conv.yaml and configs/model/layer/long-conv.yaml (GELU after the convolution,
-postact glu, kernel init random, no Smooth: use_ma_smoothing defaults to False), the
-cosine_warmup scheduler and AdamW (configs/optimizer/adamw.yaml: betas (0.9, 0.999), torch's
-eps 1e-8). The kernel is registered with its own learning rate (layer.learning_rate) and weight
-decay 0 (src/utils/train.py OptimModule.register). Kernel dropout (layer.kernel_dropout) is
+Source: HazyResearch/safari configs/experiment/lra/long-conv-lra-pathfinder.yaml (commit 26f6223),
+on configs/model/long-conv.yaml and configs/model/layer/long-conv.yaml (GELU after the convolution,
+postact glu, kernel init random, no Smooth: use_ma_smoothing defaults to False), the cosine_warmup
+scheduler and AdamW (configs/optimizer/adamw.yaml: betas (0.9, 0.999), torch's eps 1e-8). The kernel
+is registered with its own learning rate (layer.learning_rate) and weight decay 0
+(src/utils/train.py OptimModule.register). Kernel dropout (layer.kernel_dropout) is
 config.model.attention_dropout_rate (the mixer's dropout_rate).
 
-Stated differences: the layer config's `channels: 2` (two kernels per feature into a 2H-wide
-output linear) is one channel here (the block's GLU stage reads H features). Their block dropout
-is tied over the sequence (tie_dropout); ours is not. Their decoder reads the last position (decoder.mode: last);
-ours pools the mean. Pixels enter through a linear encoder there (pipeline pathfinder).
+Stated differences: the layer config's `channels: 2` (two kernels per feature into a 2H-wide output
+linear) is one channel here (the block's GLU stage reads H features). Their block dropout is tied
+over the sequence (tie_dropout); ours is not. Their decoder reads the last position (decoder.mode:
+last); ours pools the mean. Pixels enter through a linear encoder there (pipeline pathfinder).
 """
 from configs import base_pathfinder, sequence_recipes
 
@@ -30,7 +30,8 @@ def get_config(preset=None):
                  norm="batch",           # model.norm
                  prenorm=True,           # model.prenorm
                  ffn="glu",              # layer: activation gelu, postact glu; no feed-forward
-                 pooling="MEAN",         # theirs: decoder.mode last (not available here; MEAN as for S4)
+                 # theirs: decoder.mode last (not available here; MEAN as for S4)
+                 pooling="MEAN",
                  positions="none",       # no position embedding in their models
                  dropout_rate=0.0,       # model.dropout
                  attention_dropout_rate=0.3),  # layer.kernel_dropout
@@ -39,7 +40,8 @@ def get_config(preset=None):
                  schedule="cosine",      # scheduler: cosine_warmup
                  warmup_steps=2_500,    # scheduler.num_warmup_steps
                  batch_size=64,          # loader.batch_size
-                 num_train_steps=200 * 160_000 // 64,  # trainer.max_epochs 200 = 500,000 (scheduler's too)
+                 # trainer.max_epochs 200 = 500,000 (scheduler's too)
+                 num_train_steps=200 * 160_000 // 64,
                  b1=0.9, b2=0.999, eps=1e-8, grad_clip_norm=0.0),
       param_groups=dict(  # layer.learning_rate; weight decay 0 (OptimModule.register)
           kernel=dict(match=(r"/mixer/kernel$",), learning_rate=0.001, weight_decay=0.0)))

@@ -2,15 +2,16 @@
 
 Source: HazyResearch/safari configs/experiment/lra/long-conv-lra-imdb.yaml (commit 26f6223), on
 configs/model/long-conv.yaml and configs/model/layer/long-conv.yaml (GELU after the convolution,
-postact glu, kernel init random, no Smooth: use_ma_smoothing defaults to False), the
-cosine_warmup scheduler and AdamW (configs/optimizer/adamw.yaml: betas (0.9, 0.999), torch's
-eps 1e-8). The kernel is registered with its own learning rate (layer.learning_rate) and weight
-decay 0 (src/utils/train.py OptimModule.register). Kernel dropout (layer.kernel_dropout) is
+postact glu, kernel init random, no Smooth: use_ma_smoothing defaults to False), the cosine_warmup
+scheduler and AdamW (configs/optimizer/adamw.yaml: betas (0.9, 0.999), torch's eps 1e-8). The kernel
+is registered with its own learning rate (layer.learning_rate) and weight decay 0
+(src/utils/train.py OptimModule.register). Kernel dropout (layer.kernel_dropout) is
 config.model.attention_dropout_rate (the mixer's dropout_rate).
 
-Stated differences: the layer config's `channels: 2` (two kernels per feature into a 2H-wide
-output linear) is one channel here (the block's GLU stage reads H features). Their block dropout
-is tied over the sequence (tie_dropout); ours is not. Texts are read up to 4096 bytes (dataset.l_max), not LRA's 1000.
+Stated differences: the layer config's `channels: 2` (two kernels per feature into a 2H-wide output
+linear) is one channel here (the block's GLU stage reads H features). Their block dropout is tied
+over the sequence (tie_dropout); ours is not. Texts are read up to 4096 bytes (dataset.l_max), not
+LRA's 1000.
 """
 from configs import base_text, sequence_recipes
 
@@ -39,7 +40,8 @@ def get_config(preset=None):
                  schedule="cosine",      # scheduler: cosine_warmup
                  warmup_steps=5_000,    # scheduler.num_warmup_steps
                  batch_size=16,          # loader.batch_size
-                 num_train_steps=32 * 25_000 // 16,  # trainer.max_epochs 32 = 50,000 (scheduler's too)
+                 # trainer.max_epochs 32 = 50,000 (scheduler's too)
+                 num_train_steps=32 * 25_000 // 16,
                  b1=0.9, b2=0.999, eps=1e-8, grad_clip_norm=0.0),
       param_groups=dict(  # layer.learning_rate; weight decay 0 (OptimModule.register)
           kernel=dict(match=(r"/mixer/kernel$",), learning_rate=0.001, weight_decay=0.0)))

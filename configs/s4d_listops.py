@@ -6,8 +6,8 @@ the additional flag model/layer=s4d"). AdamW betas (0.9, 0.999) and eps 1e-8: th
 configs/optimizer/adamw.yaml (torch defaults).
 
 Stated differences: the repo's config sets init=legs (with mode=diag: S4D-LegS); S4D-LegS is not
-implemented here, so S4D-Lin (the paper's sec. 4 default, eq. 7) is used. Its dropout is tied
-over the sequence (tie_dropout); ours (block dropout) is not. Its last scheduler step is
+implemented here, so S4D-Lin (the paper's sec. 4 default, eq. 7) is used. Its dropout is tied over
+the sequence (tie_dropout); ours (block dropout) is not. Its last scheduler step is
 num_training_steps=120000 = 40 epochs here too.
 """
 from configs import base_listops, sequence_recipes

@@ -1,4 +1,5 @@
-"""S4D (Gu et al. 2022) on Pathfinder (32x32): the S4 repository's LRA recipe with its diagonal layer.
+"""S4D (Gu et al. 2022) on Pathfinder (32x32): the S4 repository's LRA recipe with its diagonal
+layer.
 
 Source: state-spaces/s4 configs/experiment/lra/s4-lra-pathfinder.yaml (commit e757cef), run with
 `model/layer=s4d` (the repo's CHANGELOG: S4D "can be run with any existing experiment config with
@@ -6,9 +7,9 @@ the additional flag model/layer=s4d"). AdamW betas (0.9, 0.999) and eps 1e-8: th
 configs/optimizer/adamw.yaml (torch defaults).
 
 Stated differences: the repo's config sets init=legs (with mode=diag: S4D-LegS); S4D-LegS is not
-implemented here, so S4D-Lin (the paper's sec. 4 default, eq. 7) is used. Its dropout is tied
-over the sequence (tie_dropout); ours (block dropout) is not. Pixels enter through a linear encoder in the repo (pipeline
-pathfinder: encoder linear); ours through the task's token embedding.
+implemented here, so S4D-Lin (the paper's sec. 4 default, eq. 7) is used. Its dropout is tied over
+the sequence (tie_dropout); ours (block dropout) is not. Pixels enter through a linear encoder in
+the repo (pipeline pathfinder: encoder linear); ours through the task's token embedding.
 """
 from configs import base_pathfinder, sequence_recipes
 
@@ -39,7 +40,8 @@ def get_config(preset=None):
                  schedule="cosine",      # scheduler: cosine_warmup
                  warmup_steps=50_000,    # scheduler.num_warmup_steps
                  batch_size=64,          # loader.batch_size
-                 num_train_steps=200 * 160_000 // 64,  # trainer.max_epochs 200 = 500,000 steps (scheduler's too)
+                 # trainer.max_epochs 200 = 500,000 steps (scheduler's too)
+                 num_train_steps=200 * 160_000 // 64,
                  b1=0.9, b2=0.999, eps=1e-8, grad_clip_norm=0.0),
       # layer.lr: 0.001 (dt, A and B); the repo registers every SSM parameter with weight
       # decay 0 (layer.wd: 0.0).

@@ -6,10 +6,10 @@ the additional flag model/layer=s4d"). AdamW betas (0.9, 0.999) and eps 1e-8: th
 configs/optimizer/adamw.yaml (torch defaults).
 
 Stated differences: the repo's config sets init=legs (with mode=diag: S4D-LegS); S4D-LegS is not
-implemented here, so S4D-Lin (the paper's sec. 4 default, eq. 7) is used. Its dropout is tied
-over the sequence (tie_dropout); ours (block dropout) is not. Pixels enter through a linear encoder in the repo (pipeline
-pathx: encoder linear); ours through the task's token embedding. :quick (32x32 images) uses
-the Pathfinder dt_min 0.001.
+implemented here, so S4D-Lin (the paper's sec. 4 default, eq. 7) is used. Its dropout is tied over
+the sequence (tie_dropout); ours (block dropout) is not. Pixels enter through a linear encoder in
+the repo (pipeline pathx: encoder linear); ours through the task's token embedding. :quick (32x32
+images) uses the Pathfinder dt_min 0.001.
 """
 from configs import base_pathx, sequence_recipes
 
@@ -40,7 +40,8 @@ def get_config(preset=None):
                  schedule="cosine",      # scheduler: cosine_warmup
                  warmup_steps=50_000,    # scheduler.num_warmup_steps
                  batch_size=16,          # loader.batch_size
-                 num_train_steps=50 * 160_000 // 16,  # trainer.max_epochs 50 = 500,000 steps (scheduler's too)
+                 # trainer.max_epochs 50 = 500,000 steps (scheduler's too)
+                 num_train_steps=50 * 160_000 // 16,
                  b1=0.9, b2=0.999, eps=1e-8, grad_clip_norm=0.0),
       # layer.lr: 0.001 (dt, A and B); the repo registers every SSM parameter with weight
       # decay 0 (layer.wd: 0.0).

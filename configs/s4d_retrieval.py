@@ -6,9 +6,9 @@ the additional flag model/layer=s4d"). AdamW betas (0.9, 0.999) and eps 1e-8: th
 configs/optimizer/adamw.yaml (torch defaults).
 
 Stated differences: the repo's config sets init=legs (with mode=diag: S4D-LegS); S4D-LegS is not
-implemented here, so S4D-Lin (the paper's sec. 4 default, eq. 7) is used. Its dropout is tied
-over the sequence (tie_dropout); ours (block dropout) is not. The repo's retrieval decoder (pipeline aan: nli features
-[a, b, a*b, a-b] into an MLP) is our dual-encoder head.
+implemented here, so S4D-Lin (the paper's sec. 4 default, eq. 7) is used. Its dropout is tied over
+the sequence (tie_dropout); ours (block dropout) is not. The repo's retrieval decoder (pipeline aan:
+nli features [a, b, a*b, a-b] into an MLP) is our dual-encoder head.
 """
 from configs import base_retrieval, sequence_recipes
 
@@ -31,7 +31,8 @@ def get_config(preset=None):
                  prenorm=True,           # model.prenorm: true
                  ffn="glu",              # layer defaults (configs/model/layer/s4.yaml): GELU, then
                                          # final_act glu; no feed-forward sublayer
-                 pooling="MEAN",         # decoder.mode: pool (each tower; the pipeline's retrieval decoder)
+                 # decoder.mode: pool (each tower; the pipeline's retrieval decoder)
+                 pooling="MEAN",
                  positions="none",       # no position embedding in the repo's models
                  dropout_rate=0.0),      # model.dropout: 0.0
       train=dict(learning_rate=LR,
@@ -39,7 +40,8 @@ def get_config(preset=None):
                  schedule="cosine",      # scheduler: cosine_warmup
                  warmup_steps=5_000,     # scheduler.num_warmup_steps
                  batch_size=64,          # loader.batch_size
-                 num_train_steps=20 * 147_086 // 64,  # trainer.max_epochs 20 (45,964; scheduler: 50,000)
+                 # trainer.max_epochs 20 (45,964; scheduler: 50,000)
+                 num_train_steps=20 * 147_086 // 64,
                  b1=0.9, b2=0.999, eps=1e-8, grad_clip_norm=0.0),
       # layer.lr: {dt: null, A: 0.001, B: 0.001}; the repo registers every SSM parameter with
       # weight decay 0 (layer.wd: 0.0); dt: null = the global rate, still without decay.
