@@ -125,6 +125,43 @@ def hyena_recurrence(gates, v, filters, biases, form: str, keep=None, drop=None)
   raise ValueError(f"hyena form={form!r}; expected one of {FORMS}")
 
 
+class HyenaFilter(nn.Module):
+  """Implicit long filters `[length, channels]`: h(t) = window(t) * FFN(z(t)) (safari
+  HyenaFilter.filter; Hyena sec. 3.3, Algorithm 2)."""
+  max_len: int
+  channels: int
+  emb_dim: int = 3
+  filter_order: int = 64
+  num_inner_mlps: int = 2
+  sine_freq: float = 1.0
+  modulate: bool = True
+  fast_decay_pct: float = 0.3
+  slow_decay_pct: float = 1.5
+  target: float = 1e-2
+  shift: float = 0.0
+  normalized: bool = False
+
+  @nn.compact
+  def __call__(self, length: int):
+    z0, t = positional_embedding(self.max_len, self.emb_dim)
+    z = self.param("pos_emb_z", lambda key, s: jnp.asarray(z0), z0.shape)[:length]
+    freq = self.param("sin_freq", nn.initializers.constant(self.sine_freq), (self.filter_order,))
+    h = z
+    for i in range(self.num_inner_mlps + 1):
+      fan_in = h.shape[-1]
+      h = nn.Dense(self.filter_order, kernel_init=torch_linear_init(),
+                   bias_init=torch_bias_init(fan_in), name=f"filter_dense_{i}")(h)
+      h = jnp.sin(freq * h)
+    h = nn.Dense(self.channels, use_bias=False, kernel_init=torch_linear_init(),
+                 name="filter_out")(h)
+    if self.modulate:
+      deltas = decay_rates(self.channels, self.fast_decay_pct, self.slow_decay_pct, self.target)
+      h = h * modulation_window(jnp.asarray(t[:length]), jnp.asarray(deltas), self.shift)
+    if self.normalized:
+      h = h / jnp.sum(jnp.abs(h), axis=-1, keepdims=True)
+    return h
+
+
 @register("hyena", causal=True, cross=False, needs_max_len=True, kind="sequence")
 class Hyena(nn.Module):
   """Hyena operator; defaults are safari's configs/model/layer/hyena.yaml and hyena-filter.yaml
@@ -156,6 +193,9 @@ class Hyena(nn.Module):
       raise ValueError(f"hyena input length {length} exceeds max_len={self.max_len}")
     if self.form not in FORMS:
       raise ValueError(f"hyena form={self.form!r}; expected one of {FORMS}")
+    if self.emb_dim < 3 or self.emb_dim % 2 == 0:
+      raise ValueError(f"hyena emb_dim={self.emb_dim}; expected an odd number >= 3 "
+                       "(time, cos, sin)")
     if self.order < 2:
       raise ValueError(f"hyena order={self.order}; expected >= 2 (safari asserts order >= 2)")
     for field in ("filter_order", "short_filter_order"):
@@ -169,26 +209,6 @@ class Hyena(nn.Module):
                        "positive decay percentages")
     if not 0 <= self.dropout_rate < 1:
       raise ValueError(f"hyena dropout_rate={self.dropout_rate}; expected in [0, 1)")
-
-  def implicit_filters(self, length: int, channels: int):
-    """`[length, channels]` filters h(t) = window(t) * FFN(z(t)) (safari HyenaFilter.filter)."""
-    z0, t = positional_embedding(self.max_len, self.emb_dim)
-    z = self.param("pos_emb_z", lambda key, s: jnp.asarray(z0), z0.shape)[:length]
-    freq = self.param("sin_freq", nn.initializers.constant(self.sine_freq), (self.filter_order,))
-    h = z
-    for i in range(self.num_inner_mlps + 1):
-      fan_in = h.shape[-1]
-      h = nn.Dense(self.filter_order, kernel_init=torch_linear_init(),
-                   bias_init=torch_bias_init(fan_in), name=f"filter_dense_{i}")(h)
-      h = jnp.sin(freq * h)
-    h = nn.Dense(channels, use_bias=False, kernel_init=torch_linear_init(),
-                 name="filter_out")(h)
-    if self.modulate:
-      deltas = decay_rates(channels, self.fast_decay_pct, self.slow_decay_pct, self.target)
-      h = h * modulation_window(jnp.asarray(t[:length]), jnp.asarray(deltas), self.shift)
-    if self.normalized:
-      h = h / jnp.sum(jnp.abs(h), axis=-1, keepdims=True)
-    return h
 
   @nn.compact
   def __call__(self, x, mask=None, deterministic=True):
@@ -209,7 +229,10 @@ class Hyena(nn.Module):
     u = short_causal_conv(u, conv_w, conv_b)
     *gates, v = jnp.split(u, self.order + 1, axis=-1)
 
-    filters = self.implicit_filters(length, features * n_filters)
+    filters = HyenaFilter(
+        self.max_len, features * n_filters, self.emb_dim, self.filter_order,
+        self.num_inner_mlps, self.sine_freq, self.modulate, self.fast_decay_pct,
+        self.slow_decay_pct, self.target, self.shift, self.normalized, name="filter")(length)
     filters = filters.reshape(length, features, n_filters)           # safari '(v o)'
     bias = self.param("filter_bias_D", nn.initializers.normal(1.0), (features * n_filters,))
     bias = bias.reshape(features, n_filters) * (1.0 if self.filter_bias else 0.0)
