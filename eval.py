@@ -42,7 +42,7 @@ def evaluate_run(workdir: str | Path, split: str = "test", checkpoint: str = "be
   state, _, step = restored
   steps = train.Steps(state, config.train.batch_size)
   started = time.time()
-  result = train.evaluate(steps, steps.put_state(state).params, task.splits[split],
+  result = train.evaluate(steps, steps.put_state(state).variables, task.splits[split],
                           config.train.batch_size)
   result.update(checkpoint="best" if which == "best" else "last", step=int(step),
                 eval_time_s=time.time() - started)

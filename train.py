@@ -18,6 +18,9 @@ import sys
 import time
 from pathlib import Path
 
+from typing import Any  # pylint: disable=wrong-import-position
+
+import flax
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -34,7 +37,15 @@ from models import build_model
 
 
 class TrainState(train_state.TrainState):
-  pass
+  """Flax's train state plus the model's `batch_stats` (BatchNorm's running averages, for the
+  `config.model.norm="batch"` recipes; an empty dict otherwise)."""
+  batch_stats: Any = flax.struct.field(default_factory=dict)
+
+  @property
+  def variables(self) -> dict:
+    """What `model.apply` takes for evaluation: params, and batch_stats where there are any."""
+    return {"params": self.params, **({"batch_stats": self.batch_stats} if self.batch_stats
+                                      else {})}
 
 
 # ---------------------------------------------------------------------------- model and steps
@@ -51,9 +62,10 @@ def example_batch(task: batch_lib.TaskData, batch_size: int) -> dict:
 def create_state(config, task, model) -> TrainState:
   init_rng = jax.random.fold_in(jax.random.key(config.seed), 0)
   batch = example_batch(task, 2)
-  params = jax.jit(lambda rng: model.init(rng, batch)["params"])(init_rng)
-  return TrainState.create(apply_fn=model.apply, params=params,
-                           tx=optim.make_optimizer(config.train))
+  variables = jax.jit(lambda rng: model.init(rng, batch))(init_rng)
+  return TrainState.create(apply_fn=model.apply, params=variables["params"],
+                           tx=optim.make_optimizer(config.train),
+                           batch_stats=variables.get("batch_stats", {}))
 
 
 def cross_entropy(logits, targets):
@@ -65,19 +77,28 @@ def train_step(state: TrainState, batch: dict, dropout_root):
   dropout_rng = jax.random.fold_in(dropout_root, state.step)
 
   def loss_fn(params):
-    logits, _ = state.apply_fn({"params": params}, batch, deterministic=False,
-                               rngs={"dropout": dropout_rng})
-    return cross_entropy(logits, batch["targets"]).mean(), logits
+    variables = {"params": params}
+    if state.batch_stats:  # BatchNorm: batch statistics in training, running averages updated
+      (logits, _), updates = state.apply_fn(
+          {**variables, "batch_stats": state.batch_stats}, batch, deterministic=False,
+          rngs={"dropout": dropout_rng}, mutable=["batch_stats"])
+      batch_stats = updates["batch_stats"]
+    else:
+      logits, _ = state.apply_fn(variables, batch, deterministic=False,
+                                 rngs={"dropout": dropout_rng})
+      batch_stats = state.batch_stats
+    return cross_entropy(logits, batch["targets"]).mean(), (logits, batch_stats)
 
-  (loss, logits), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-  state = state.apply_gradients(grads=grads)
+  (loss, (logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+  state = state.apply_gradients(grads=grads, batch_stats=batch_stats)
   accuracy = (logits.argmax(-1) == batch["targets"]).mean()
   return state, {"loss": loss, "accuracy": accuracy}
 
 
-def eval_step(params, batch: dict, apply_fn):
-  """Sums over the valid rows of a (possibly padded) evaluation batch."""
-  logits, _ = apply_fn({"params": params}, batch, deterministic=True)
+def eval_step(variables, batch: dict, apply_fn):
+  """Sums over the valid rows of a (possibly padded) evaluation batch; `variables` is
+  `TrainState.variables` (params, and BatchNorm's running averages where there are any)."""
+  logits, _ = apply_fn(variables, batch, deterministic=True)
   valid = batch["valid"].astype(jnp.float32)
   return {"loss_sum": (cross_entropy(logits, batch["targets"]) * valid).sum(),
           "correct": ((logits.argmax(-1) == batch["targets"]) * valid).sum(),
@@ -108,11 +129,11 @@ class Steps:
     return jax.device_put(batch, self.data)
 
 
-def evaluate(steps: Steps, params, split: batch_lib.Split, batch_size: int,
+def evaluate(steps: Steps, variables: dict, split: batch_lib.Split, batch_size: int,
              max_batches: int = 0) -> dict:
   totals = {"loss_sum": 0.0, "correct": 0.0, "count": 0.0}
   for batch in batch_lib.eval_batches(split, batch_size, max_batches or None):
-    out = jax.device_get(steps.eval(params, steps.put_batch(batch)))
+    out = jax.device_get(steps.eval(variables, steps.put_batch(batch)))
     for key in totals:
       totals[key] += float(out[key])
   count = max(totals["count"], 1.0)
@@ -193,7 +214,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
                         steps_s=f"{mean['steps_per_s']:.1f}")
         window, window_start = [], time.time()
       if done % cfg.eval_every == 0 or done == cfg.num_train_steps:
-        result = evaluate(steps, state.params, task.splits["validation"], cfg.batch_size,
+        result = evaluate(steps, state.variables, task.splits["validation"], cfg.batch_size,
                           cfg.eval_batches)
         log.write(done, "validation", {k: result[k] for k in ("accuracy", "loss")})
         if done == cfg.num_train_steps and not cfg.eval_batches:
@@ -218,11 +239,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
              "peak_rss_bytes": run_log.peak_rss_bytes(), "versions": run_log.versions(),
              "devices": [str(d) for d in jax.devices()], "config": config.to_dict()}
   results["splits"]["validation"] = final_validation or evaluate(
-      steps, state.params, task.splits["validation"], cfg.batch_size)
+      steps, state.variables, task.splits["validation"], cfg.batch_size)
   if task.splits["test"].inputs is task.splits["validation"].inputs:  # e.g. IMDb
     results["splits"]["test"] = dict(results["splits"]["validation"])
   else:
-    results["splits"]["test"] = evaluate(steps, state.params, task.splits["test"],
+    results["splits"]["test"] = evaluate(steps, state.variables, task.splits["test"],
                                          cfg.batch_size)
   test_counts = task.splits["test"].label_counts(task.num_classes)
   results["test_majority_class_rate"] = float(test_counts.max() / test_counts.sum())
@@ -230,7 +251,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
   if best is not None:  # the final state is often the best one: no second evaluation then
     results["test_at_best_validation"] = (
         dict(results["splits"]["test"]) if best[2] == results["steps"] else
-        evaluate(steps, steps.put_state(best[0]).params, task.splits["test"], cfg.batch_size))
+        evaluate(steps, steps.put_state(best[0]).variables, task.splits["test"], cfg.batch_size))
   checkpoints.close()
   results["wall_time_s"] = time.time() - started
   previous = workdir / "results.json"

@@ -45,4 +45,5 @@ def encoder_from_config(model_cfg: ml_collections.ConfigDict, vocab_size: int,
                  attention_dropout_rate=model_cfg.attention_dropout_rate,
                  activation=model_cfg.activation, dtype=dtype,
                  reversible=model_cfg.reversible, ffn_chunk_size=model_cfg.ffn_chunk_size,
+                 norm=model_cfg.norm, prenorm=model_cfg.prenorm, ffn=model_cfg.ffn,
                  name="encoder")

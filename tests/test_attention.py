@@ -1,4 +1,6 @@
-"""Registry-wide attention tests: every registered variant, no exceptions.
+"""Registry-wide attention tests: every registered attention variant (kind "qkv"), no
+exceptions; the sequence mixers (kind "sequence") have theirs in test_sequence_mixers.py, and the
+checks here that are about settings and build-time errors cover both kinds.
 
 Shapes, finiteness, padding invariance, bfloat16 inputs, causal no-leak (gradient), jit ==
 eager (`jax.disable_jit`), dropout off is deterministic, attention dropout applied in training,
@@ -18,7 +20,8 @@ from models.attention import (linformer, nystromformer, performer, registry, spa
 from tests.attention_cases import (HEAD_DIM, HEADS, LENGTH, MEMORY_KWARGS, OPTION_MATRIX,
                                    SMALL_KWARGS)
 
-NAMES = registry.names()
+NAMES = registry.names(kind="qkv")
+ALL_NAMES = registry.names()
 CAUSAL = [n for n in NAMES if registry.get(n).supports_causal]
 CROSS = [n for n in NAMES if registry.get(n).supports_cross]
 SUBQUADRATIC = [n for n in NAMES if registry.get(n).subquadratic]
@@ -140,7 +143,7 @@ SETTING_CHOICES = {
 }
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", ALL_NAMES)
 def test_bfloat16_matrix_covers_every_switch(name):
   """OPTION_MATRIX takes every value of every bool and choice setting of every mixer."""
   assert name in OPTION_MATRIX, f"add {name!r} and its code-path options to OPTION_MATRIX"
@@ -288,7 +291,7 @@ def test_unknown_kwarg_is_an_error():
 
 
 def test_unsupported_capability_fails_at_build():
-  for name in NAMES:
+  for name in ALL_NAMES:
     spec = registry.get(name)
     if not spec.supports_causal:
       with pytest.raises(ValueError, match="no causal form"):

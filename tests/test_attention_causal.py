@@ -11,7 +11,7 @@ import pytest
 from models.attention import registry
 from tests.attention_cases import HEAD_DIM, HEADS, LENGTH, SMALL_KWARGS
 
-NAMES = registry.names()
+NAMES = registry.names(kind="qkv")  # the sequence mixers: tests/test_sequence_mixers.py
 CAUSAL = [n for n in NAMES if registry.get(n).supports_causal]
 EXACT = [n for n in CAUSAL if registry.get(n).causal_exact]
 APPROXIMATE = [n for n in CAUSAL if not registry.get(n).causal_exact]

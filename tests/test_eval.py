@@ -102,7 +102,7 @@ def test_padded_last_batch_counts_only_the_real_examples(cache_dir):
   split.targets = targets.astype(np.int32)
 
   steps = train.Steps(state, 4)
-  result = train.evaluate(steps, steps.put_state(state).params, split, 4)
+  result = train.evaluate(steps, steps.put_state(state).variables, split, 4)
   accuracy, loss = direct_metrics(model, state.params, split)
   assert accuracy == pytest.approx(7 / 13)
   assert result["examples"] == 13

@@ -1,0 +1,161 @@
+"""The one block's options (config.model.norm / prenorm / ffn) against their formulas, written
+here with the block's own parameters, and BatchNorm end to end (batch statistics in training,
+running averages saved, restored and used in evaluation)."""
+import shutil
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import train
+from models.attention.base import MultiHeadAttention
+from models.blocks import EncoderBlock, Encoder
+from tests.test_train import tiny_config
+
+FEATURES, LENGTH = 8, 6
+
+
+def block(**options):
+  return EncoderBlock(num_heads=2, qkv_dim=FEATURES, mlp_dim=16, max_len=LENGTH, **options)
+
+
+def data(seed=0):
+  x = jax.random.normal(jax.random.key(seed), (3, LENGTH, FEATURES))
+  mask = jnp.arange(LENGTH)[None, :] < jnp.array([[LENGTH], [4], [LENGTH]])
+  return x, mask
+
+
+def layer_norm(x, p):  # flax.linen.LayerNorm: epsilon 1e-6
+  mean, var = x.mean(-1, keepdims=True), x.var(-1, keepdims=True)
+  return (x - mean) / np.sqrt(var + 1e-6) * p["scale"] + p["bias"]
+
+
+def attention(params, x, mask):
+  return MultiHeadAttention(num_heads=2, qkv_dim=FEATURES, max_len=LENGTH).apply(
+      {"params": params}, x, mask)
+
+
+def gelu(x):
+  return jax.nn.gelu(x, approximate=True)
+
+
+@pytest.mark.parametrize("ffn", ["glu", "half_glu1", "half_glu2", "none"])
+def test_post_norm_with_an_output_stage_and_no_feed_forward(ffn):
+  x, mask = data()
+  module = block(prenorm=False, ffn=ffn)
+  variables = module.init(jax.random.key(1), x, mask)
+  p = variables["params"]
+  assert "ffn" not in p and "ffn_norm" not in p
+  y = attention(p["attention"], x, mask)
+  if ffn != "none":
+    stage, h = p["output_stage"], gelu(y)
+  if ffn == "glu":
+    ab = h @ stage["glu"]["kernel"] + stage["glu"]["bias"]
+    y = ab[..., :FEATURES] * jax.nn.sigmoid(ab[..., FEATURES:])
+  elif ffn in ("half_glu1", "half_glu2"):
+    gate = jax.nn.sigmoid(h @ stage["gate"]["kernel"] + stage["gate"]["bias"])
+    y = (h if ffn == "half_glu1" else y) * gate
+  expected = np.where(mask[..., None], layer_norm(x + y, p["attention_norm"]), 0.0)
+  np.testing.assert_allclose(module.apply(variables, x, mask), expected, atol=1e-5, rtol=1e-5)
+
+
+def test_post_norm_with_the_feed_forward():
+  x, mask = data()
+  module = block(prenorm=False)
+  variables = module.init(jax.random.key(1), x, mask)
+  p = variables["params"]
+  h = layer_norm(x + attention(p["attention"], x, mask), p["attention_norm"])
+  f = p["ffn"]
+  ffn = gelu(h @ f["in"]["kernel"] + f["in"]["bias"]) @ f["out"]["kernel"] + f["out"]["bias"]
+  expected = np.where(mask[..., None], layer_norm(h + ffn, p["ffn_norm"]), 0.0)
+  np.testing.assert_allclose(module.apply(variables, x, mask), expected, atol=1e-5, rtol=1e-5)
+
+
+def batch_norm_block():
+  return block(norm="batch", ffn="none")
+
+
+def test_batch_norm_uses_the_real_tokens_statistics_in_training():
+  x, mask = data()
+  module = batch_norm_block()
+  variables = module.init(jax.random.key(1), x, mask)
+  p, stats = variables["params"], variables["batch_stats"]["attention_norm"]
+  np.testing.assert_array_equal(stats["mean"], 0.0)
+  out, updates = module.apply(variables, x, mask, deterministic=False, mutable=["batch_stats"])
+  real = np.asarray(x)[np.asarray(mask)]
+  mean, var = real.mean(0), real.var(0)
+  normed = (x - mean) / np.sqrt(var + 1e-5) * p["attention_norm"]["scale"] + p[
+      "attention_norm"]["bias"]
+  expected = np.where(mask[..., None], x + attention(p["attention"], normed, mask), 0.0)
+  np.testing.assert_allclose(out, expected, atol=1e-5, rtol=1e-5)
+  new = updates["batch_stats"]["attention_norm"]
+  np.testing.assert_allclose(new["mean"], 0.1 * mean, atol=1e-6)   # momentum 0.9 from 0
+  np.testing.assert_allclose(new["var"], 0.9 + 0.1 * var, atol=1e-5)
+  # Padding moves neither the statistics nor the real outputs.
+  noisy = jnp.where(mask[..., None], x, 50.0)
+  out2, updates2 = module.apply(variables, noisy, mask, deterministic=False,
+                                mutable=["batch_stats"])
+  np.testing.assert_allclose(out2, out, atol=1e-5, rtol=1e-5)
+  np.testing.assert_allclose(updates2["batch_stats"]["attention_norm"]["mean"], new["mean"],
+                             atol=1e-6)
+
+
+def test_batch_norm_evaluation_uses_the_running_averages():
+  x, mask = data()
+  module = batch_norm_block()
+  variables = module.init(jax.random.key(1), x, mask)
+  variables = {**variables, "batch_stats": {"attention_norm": {
+      "mean": jnp.full(FEATURES, 0.5), "var": jnp.full(FEATURES, 4.0)}}}
+  p = variables["params"]
+  normed = (x - 0.5) / np.sqrt(4.0 + 1e-5) * p["attention_norm"]["scale"] + p[
+      "attention_norm"]["bias"]
+  expected = np.where(mask[..., None], x + attention(p["attention"], normed, mask), 0.0)
+  np.testing.assert_allclose(module.apply(variables, x, mask), expected, atol=1e-5, rtol=1e-5)
+  # One example's evaluation does not depend on the others in its batch.
+  np.testing.assert_allclose(module.apply(variables, x[:1], mask[:1])[0],
+                             module.apply(variables, x, mask)[0], atol=1e-6)
+
+
+def test_the_final_norm_is_there_with_pre_norm_only():
+  tokens, mask = jnp.ones((2, LENGTH), jnp.int32), jnp.ones((2, LENGTH), bool)
+  for prenorm in (True, False):
+    encoder = Encoder(vocab_size=5, emb_dim=FEATURES, num_heads=2, num_layers=1,
+                      qkv_dim=FEATURES, mlp_dim=16, max_len=LENGTH, prenorm=prenorm)
+    params = encoder.init(jax.random.key(0), tokens, mask)["params"]
+    assert ("final_norm" in params) == prenorm
+
+
+def test_bad_block_options_name_the_field():
+  x, mask = data()
+  for options, field in (({"norm": "group"}, "config.model.norm"),
+                         ({"ffn": "swiglu"}, "config.model.ffn")):
+    with pytest.raises(ValueError, match=field):
+      block(**options).init(jax.random.key(0), x, mask)
+  encoder = Encoder(vocab_size=5, emb_dim=FEATURES, num_heads=2, num_layers=1, qkv_dim=FEATURES,
+                    mlp_dim=16, max_len=LENGTH, reversible=True, norm="batch")
+  with pytest.raises(ValueError, match="reversible=True has LRA's block only"):
+    encoder.init(jax.random.key(0), jnp.ones((1, LENGTH), jnp.int32), jnp.ones((1, LENGTH), bool))
+
+
+def test_batch_norm_trains_checkpoints_and_resumes(tmp_path, cache_dir, capsys):
+  """A BatchNorm run: the running averages move in training, are saved, restored on resume and
+  used by evaluation (the resumed run ends where an uninterrupted one does)."""
+  config = tiny_config(cache_dir)
+  config.model.norm, config.model.prenorm, config.model.ffn = "batch", False, "glu"
+  whole = train.train_and_evaluate(config, tmp_path / "whole")
+  # The same run killed after its step-8 checkpoint: its step-12 checkpoint and results gone.
+  shutil.copytree(tmp_path / "whole", tmp_path / "cut")
+  shutil.rmtree(tmp_path / "cut" / "checkpoints" / "12")
+  (tmp_path / "cut" / "results.json").unlink()
+  resumed = train.train_and_evaluate(config, tmp_path / "cut")
+  assert "resuming from step 8" in capsys.readouterr().out
+  for split in ("validation", "test"):
+    assert resumed["splits"][split] == whole["splits"][split]
+  task = train.load_task(config)
+  state = train.create_state(config, task, train.model_for(config, task))
+  restored, _, step = train.RunCheckpoints(tmp_path / "whole", 2).restore("latest", state)
+  assert step == 12
+  moved = jax.tree_util.tree_map(lambda a, b: bool(jnp.any(a != b)), restored.batch_stats,
+                                 state.batch_stats)
+  assert jax.tree_util.tree_leaves(moved) and all(jax.tree_util.tree_leaves(moved))

@@ -1,0 +1,249 @@
+"""Registry-wide tests of the sequence mixers (kind "sequence": S4D, S5, LRU, Mega, H3, Hyena,
+long convolutions, SGConv, and any registered later): shapes and dtype, padding invariance
+(unidirectional, causal and bidirectional), jit == eager, dropout, causal no-leak (gradient and
+forward), the bfloat16 option matrix (training with dropout and evaluation), compiled memory
+growth from 4K to 8K, and how the shared base calls them (no q/k/v projections). Each mixer's
+own file tests its maths against a sequential reference.
+"""
+import dataclasses
+import functools
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from models.attention import registry
+from models.attention.base import MultiHeadAttention
+from tests.attention_cases import HEAD_DIM, HEADS, LENGTH, MEMORY_KWARGS, OPTION_MATRIX, SMALL_KWARGS
+
+NAMES = registry.names(kind="sequence")
+FEATURES = HEADS * HEAD_DIM
+VALID = LENGTH - 5  # the first example's real length in the padded batches
+
+
+def fields(name):
+  return {f.name: f for f in dataclasses.fields(registry.get(name).mixer)}
+
+
+def directions(name):
+  """(causal, bidirectional) pairs the mixer can be built with."""
+  out = [(False, None), (True, None)]
+  if "bidirectional" in fields(name):
+    out.append((False, True))
+  return out
+
+
+def make(name, causal=False, dropout_rate=0.0, bidirectional=None, max_len=LENGTH, **extra):
+  kwargs = dict(SMALL_KWARGS.get(name, {}), **extra)
+  if bidirectional is not None:
+    kwargs["bidirectional"] = bidirectional
+  return registry.build_mixer(name, kwargs, causal=causal, max_len=max_len,
+                              dropout_rate=dropout_rate)
+
+
+def inputs(seed=0, batch=2, length=LENGTH, dtype=jnp.float32):
+  return jax.random.normal(jax.random.key(seed), (batch, length, FEATURES)).astype(dtype)
+
+
+def padded_mask(length=LENGTH):
+  return jnp.arange(length)[None, :] < jnp.array([[VALID], [length]])
+
+
+def forward(mixer, mask):
+  """A jitted (x -> output) with parameters from a fixed key (init and apply in one compile)."""
+  rngs = {"params": jax.random.key(0), "dropout": jax.random.key(1)}
+  return jax.jit(lambda x: mixer.init_with_output(rngs, x, mask, deterministic=True)[0])
+
+
+def direction_cases(names=NAMES):
+  for name in names:
+    for causal, bidirectional in directions(name):
+      label = "causal" if causal else ("bidirectional" if bidirectional else "default")
+      yield pytest.param(name, causal, bidirectional, id=f"{name}-{label}")
+
+
+def test_the_sequence_mixers_are_registered():
+  assert {"s4d", "s5", "lru", "mega", "h3", "hyena", "long_conv", "sgconv"} <= set(NAMES)
+  for name in NAMES:
+    spec = registry.get(name)
+    assert spec.supports_causal and not spec.supports_cross
+    assert "causal" in fields(name)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_shape_dtype_and_finite(name):
+  x = inputs()
+  out = forward(make(name), padded_mask())(x)
+  assert out.shape == x.shape and out.dtype == x.dtype
+  assert bool(jnp.all(jnp.isfinite(out)))
+
+
+@pytest.mark.parametrize("name,causal,bidirectional", list(direction_cases()))
+def test_padding_invariance(name, causal, bidirectional):
+  """Huge values at padded positions do not move any real output (a bidirectional state must
+  not run from padding into the real tokens); the unpadded example is untouched too."""
+  mask = padded_mask()
+  run = forward(make(name, causal=causal, bidirectional=bidirectional), mask)
+  x = inputs()
+  noisy = jnp.where(mask[..., None], x, 100.0 * inputs(5))
+  out, out2 = np.asarray(run(x)), np.asarray(run(noisy))
+  np.testing.assert_allclose(out2[0, :VALID], out[0, :VALID], atol=1e-4, rtol=1e-4)
+  np.testing.assert_allclose(out2[1], out[1], atol=1e-5, rtol=1e-5)
+  # ... and the real outputs do depend on the real inputs (the check above could pass trivially).
+  moved = np.asarray(run(x.at[0, 0].add(1.0)))
+  assert np.abs(moved[0, :VALID] - out[0, :VALID]).max() > 1e-4
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_causal_no_leak(name):
+  """Built causally: output t has no gradient from inputs after t (exactly 0), and changing the
+  inputs after t leaves outputs up to t unchanged, at several t."""
+  mask = jnp.ones((1, LENGTH), bool)
+  run = forward(make(name, causal=True), mask)
+  x, other = inputs(batch=1), inputs(seed=1, batch=1)
+  t = LENGTH // 2
+  grad = jax.grad(lambda x: run(x)[0, t].sum())(x)
+  assert np.abs(np.asarray(grad[0, t + 1:])).max() == 0.0, f"{name}: output {t} sees the future"
+  assert np.abs(np.asarray(grad[0, :t + 1])).max() > 0, f"{name}: output {t} ignores the past"
+  base = np.asarray(run(x))
+  for t in (0, 3, LENGTH // 2, LENGTH - 2):
+    changed = np.asarray(run(jnp.where((jnp.arange(LENGTH) > t)[None, :, None], 3.0 * other, x)))
+    assert np.abs(changed[0, t + 1:] - base[0, t + 1:]).max() > 0, "the future did not change"
+    leak = np.abs(changed[0, :t + 1] - base[0, :t + 1]).max()
+    assert leak <= 1e-6, f"{name}: changing inputs after {t} moves outputs <= {t} by {leak:.2g}"
+
+
+@pytest.mark.parametrize("name", [n for n in NAMES if "bidirectional" in fields(n)])
+def test_bidirectional_sees_both_directions_and_refuses_causal(name):
+  mask = jnp.ones((1, LENGTH), bool)
+  run = forward(make(name, bidirectional=True), mask)
+  t = LENGTH // 2
+  grad = np.asarray(jax.grad(lambda x: run(x)[0, t].sum())(inputs(batch=1)))
+  assert np.abs(grad[0, t + 1:]).max() > 0 and np.abs(grad[0, :t]).max() > 0
+  with pytest.raises(ValueError, match="bidirectional"):
+    forward(make(name, causal=True, bidirectional=True), mask)(inputs(batch=1))
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_jit_matches_no_jit(name):
+  mixer, mask, x = make(name), padded_mask(), inputs()
+  variables = mixer.init({"params": jax.random.key(0)}, x, mask)
+  apply = lambda x: mixer.apply(variables, x, mask)
+  jitted = jax.jit(apply)(x)
+  with jax.disable_jit():
+    eager = apply(x)
+  np.testing.assert_allclose(eager, jitted, atol=1e-5, rtol=1e-5)
+
+
+def declares_dropout(name):
+  return "dropout_rate" in fields(name)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_dropout(name):
+  """Evaluation is deterministic whatever the rng; where the mixer has dropout of its own
+  (declares `dropout_rate`), training with rate 0.5 differs from rate 0 and between rngs;
+  without, a nonzero rate is refused at build time."""
+  mask, x = padded_mask(), inputs()
+  if not declares_dropout(name):
+    with pytest.raises(ValueError, match="has no attention dropout"):
+      make(name, dropout_rate=0.5)
+    return
+  on, off = make(name, dropout_rate=0.5), make(name, dropout_rate=0.0)
+  variables = off.init({"params": jax.random.key(0), "dropout": jax.random.key(1)}, x, mask)
+  run = lambda mixer, seed, det: np.asarray(mixer.apply(
+      variables, x, mask, deterministic=det, rngs={"dropout": jax.random.key(seed)}))
+  np.testing.assert_array_equal(run(on, 1, True), run(on, 2, True))
+  np.testing.assert_array_equal(run(on, 1, False), run(on, 1, False))
+  assert np.abs(run(on, 1, False) - run(off, 1, False)).max() > 1e-3
+  assert np.abs(run(on, 1, False) - run(on, 2, False)).max() > 1e-3
+
+
+def bfloat16_cases():
+  for name in NAMES:
+    for options in OPTION_MATRIX.get(name, [{}]):
+      for causal in (False, True):
+        if causal and options.get("bidirectional"):
+          continue
+        label = ",".join(f"{k}={v}" for k, v in options.items()) or "defaults"
+        yield pytest.param(name, options, causal,
+                           id=f"{name}-{label}-{'causal' if causal else 'noncausal'}")
+
+
+@pytest.mark.parametrize("name,options,causal", list(bfloat16_cases()))
+def test_bfloat16_training_and_evaluation(name, options, causal):
+  """bfloat16 in, bfloat16 out, finite outputs and gradients, dropout on where it exists."""
+  x, mask = inputs(3, dtype=jnp.bfloat16), padded_mask()
+  mixer = make(name, causal=causal, dropout_rate=0.1 if declares_dropout(name) else 0.0,
+               **options)
+  key = functools.partial(jax.random.key, impl="rbg")   # fast compiles (see test_attention.py)
+
+  @jax.jit
+  def train_and_eval(x):
+    variables = mixer.init({"params": key(0), "dropout": key(1)}, x, mask)
+
+    def loss(params, x):
+      out = mixer.apply({**variables, "params": params}, x, mask, deterministic=False,
+                        rngs={"dropout": key(2)})
+      return out.astype(jnp.float32).sum(), out
+
+    (_, train_out), grads = jax.value_and_grad(loss, argnums=(0, 1), has_aux=True)(
+        variables["params"], x)
+    return train_out, mixer.apply(variables, x, mask), grads
+
+  train_out, eval_out, (param_grads, x_grad) = train_and_eval(x)
+  for which, out in (("training", train_out), ("evaluation", eval_out)):
+    assert out.dtype == jnp.bfloat16, f"{which} output is {out.dtype}"
+    assert bool(jnp.all(jnp.isfinite(out.astype(jnp.float32)))), f"{which} output not finite"
+  assert x_grad.dtype == jnp.bfloat16 and bool(jnp.all(jnp.isfinite(x_grad.astype(jnp.float32))))
+  for path, grad in jax.tree_util.tree_leaves_with_path(param_grads):
+    assert grad.dtype == jnp.float32, f"{jax.tree_util.keystr(path)} is {grad.dtype}"
+    assert bool(jnp.all(jnp.isfinite(grad))), f"gradient of {jax.tree_util.keystr(path)}"
+
+
+def compiled_memory(name, length):
+  """Bytes XLA plans for forward+backward of the mixer at `length` (compile only)."""
+  mixer = registry.build_mixer(name, MEMORY_KWARGS.get(name, {}), max_len=length)
+  x = jax.ShapeDtypeStruct((1, length, FEATURES), jnp.float32)
+  mask = jax.ShapeDtypeStruct((1, length), jnp.bool_)
+  variables = jax.eval_shape(mixer.init, jax.random.key(0), x, mask)
+  loss = lambda variables, x, mask: mixer.apply(variables, x, mask).sum()
+  stats = jax.jit(jax.grad(loss, argnums=(0, 1))).lower(variables, x, mask).compile()
+  stats = stats.memory_analysis()
+  return stats.temp_size_in_bytes + stats.argument_size_in_bytes + stats.output_size_in_bytes
+
+
+@pytest.mark.parametrize("name", [n for n in NAMES if registry.get(n).subquadratic])
+def test_memory_grows_subquadratically(name):
+  ratio = compiled_memory(name, 8192) / compiled_memory(name, 4096)
+  assert ratio <= 2.5, f"{name}: memory grows {ratio:.2f}x from 4096 to 8192"
+
+
+class _Projections(nn.Module):
+  name_: str
+
+  @nn.compact
+  def __call__(self, x, mask):
+    return MultiHeadAttention(num_heads=HEADS, qkv_dim=FEATURES, attention=self.name_,
+                              attention_kwargs=SMALL_KWARGS.get(self.name_, {}),
+                              max_len=LENGTH, name="attention")(x, mask)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_the_shared_base_calls_a_sequence_mixer_without_projections(name):
+  x, mask = inputs(), padded_mask()
+  module = _Projections(name)
+  variables = module.init(jax.random.key(0), x, mask)
+  assert set(variables["params"]["attention"]) == {"mixer"}  # no query/key/value/out
+  direct = make(name).apply({k: v["attention"]["mixer"] for k, v in variables.items()}, x, mask)
+  np.testing.assert_allclose(module.apply(variables, x, mask), direct, atol=1e-6, rtol=1e-6)
+  with pytest.raises(ValueError, match="sequence mixer"):
+    MultiHeadAttention(num_heads=HEADS, qkv_dim=FEATURES, attention=name, max_len=LENGTH,
+                       attention_kwargs=SMALL_KWARGS.get(name, {}), out_dim=FEATURES + 1).init(
+                           jax.random.key(0), x, mask)
+  with pytest.raises(ValueError, match="does not support cross attention"):
+    MultiHeadAttention(num_heads=HEADS, qkv_dim=FEATURES, attention=name, cross=True,
+                       max_len=LENGTH, attention_kwargs=SMALL_KWARGS.get(name, {})).init(
+                           jax.random.key(0), x, mask)
