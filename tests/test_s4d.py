@@ -156,7 +156,7 @@ def test_s4d_lin_and_inv_initialisation():
 
 def test_c_is_complex_standard_normal():
   mixer = registry.build_mixer("s4d", {"state_size": 64})
-  p = mixer.init(jax.random.PRNGKey(0), np.zeros((1, 4, 16), np.float32))["params"]
+  p = mixer.init(jax.random.PRNGKey(0), 16, method="ssm")["params"]  # parameters only
   c = np.asarray(p["C_re"]) + 1j * np.asarray(p["C_im"])
   assert abs(np.mean(np.abs(c) ** 2) - 1.0) < 0.15  # E|C|^2 = 1 (torch.randn(cfloat))
   assert abs(np.var(np.asarray(p["C_re"])) - 0.5) < 0.1
