@@ -167,3 +167,10 @@ def test_bad_settings_are_errors(kwargs, message):
 def test_needs_max_len():
   assert registry.get("long_conv").needs_max_len
   assert set(KERNEL_INITS) == {"random", "double_exp"}
+
+
+def test_bfloat16_in_bfloat16_out_and_float32_parameters():
+  mixer, v = variables(bidirectional=True, smooth_window=3)
+  out = jax.jit(mixer.apply)(v, jnp.asarray(inputs(9), jnp.bfloat16), lengths_mask([4, 12]))
+  assert out.dtype == jnp.bfloat16 and np.all(np.isfinite(np.asarray(out, np.float32)))
+  assert all(p.dtype == jnp.float32 for p in jax.tree_util.tree_leaves(v))
