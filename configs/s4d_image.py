@@ -6,10 +6,9 @@ Source: state-spaces/s4 configs/experiment/lra/s4-lra-cifar.yaml (commit e757cef
 the additional flag model/layer=s4d"). AdamW betas (0.9, 0.999) and eps 1e-8: the repo's
 configs/optimizer/adamw.yaml (torch defaults).
 
-Stated differences: the repo's config sets init=legs (with mode=diag: S4D-LegS); S4D-LegS is not
-implemented here, so S4D-Lin (the paper's sec. 4 default, eq. 7) is used. Its dropout is tied over
-the sequence (tie_dropout); ours (block dropout) is not. The repo's pixels enter through a linear
-encoder of the grey value (pipeline cifar: encoder linear); ours through the task's token embedding.
+Stated differences: its dropout is tied over the sequence (tie_dropout); ours (block dropout) is
+not. The repo's pixels enter through a linear encoder of the grey value (pipeline cifar: encoder
+linear); ours through the task's token embedding.
 """
 from configs import base_image, sequence_recipes
 
@@ -21,7 +20,7 @@ def get_config(preset=None):
   return sequence_recipes.recipe(
       config, "s4d", preset, base_image.PRESETS,
       kwargs=dict(state_size=64,         # layer.d_state: 64
-                  ssm_init="lin",        # layer.init: legs in the yaml; S4D-Lin here (docstring)
+                  ssm_init="legs",       # layer.init: legs (with mode diag: S4D-LegS)
                   dt_min=0.001, dt_max=0.1,  # layer.dt_min, dt_max
                   n_ssm=1,               # layer.n_ssm: 1 (one A, B shared by all features)
                   bidirectional=True),   # layer.bidirectional: true

@@ -71,11 +71,11 @@ def reference(params, x, mask, disc, bidirectional):
   return y + p["D"] * u
 
 
-# Every discretisation with and without the backward kernel; each init and n_ssm twice.
+# Every discretisation with and without the backward kernel; every init; n_ssm both ways.
 CASES = [dict(disc="zoh", bidirectional=False, ssm_init="lin", n_ssm=None),
          dict(disc="zoh", bidirectional=True, ssm_init="inv", n_ssm=2),
          dict(disc="bilinear", bidirectional=False, ssm_init="inv", n_ssm=2),
-         dict(disc="bilinear", bidirectional=True, ssm_init="lin", n_ssm=None)]
+         dict(disc="bilinear", bidirectional=True, ssm_init="legs", n_ssm=None)]
 assert {c["disc"] for c in CASES} == set(DISCS) and {c["ssm_init"] for c in CASES} == set(INITS)
 
 
@@ -154,6 +154,34 @@ def test_s4d_lin_and_inv_initialisation():
   np.testing.assert_allclose(-np.exp(np.asarray(v["params"]["log_A_re"])), -0.5, rtol=1e-6)
 
 
+def test_s4d_legs_is_the_diagonalised_normal_hippo_legs():
+  """S4D-LegS: with C = c^T V, 2 Re(sum_n C_n exp(t A_n) B_n) = c^T expm(t S) B_legs for the
+  normal part S = A_legs + P P^T of HiPPO-LegS (written here from the S4 paper, sec. 3.1)."""
+  N = STATE
+  n = np.arange(N)
+  legs = -np.array([[np.sqrt((2 * i + 1) * (2 * j + 1)) if i > j else (i + 1 if i == j else 0)
+                     for j in n] for i in n])
+  S = legs + np.outer(np.sqrt(n + 0.5), np.sqrt(n + 0.5))
+  np.testing.assert_allclose(S + S.T, -np.eye(N), atol=1e-12)  # -1/2 I + skew-symmetric
+  B_legs = np.sqrt(2 * n + 1.0)
+  _, v = variables(ssm_init="legs")
+  p = {k: np.asarray(a, np.float64)[0] for k, a in v["params"].items() if k != "C_re"}
+  A = -np.exp(p["log_A_re"]) + 1j * p["A_im"]
+  B = p["B_re"] + 1j * p["B_im"]
+  np.testing.assert_allclose(A.real, -0.5, rtol=1e-6)
+  assert len(A) == N // 2 and np.all(A.imag < 0)  # one of each conjugate pair
+  eigenvalues, V = np.linalg.eig(S)
+  keep = [np.argmin(np.abs(eigenvalues - a)) for a in A]
+  np.testing.assert_allclose(eigenvalues[keep], A, rtol=1e-5, atol=1e-5)
+  c = np.random.default_rng(0).standard_normal(N)
+  C = c @ V[:, keep]
+  for t in (0.0, 0.3, 2.0):
+    w, U = np.linalg.eigh(1j * (S + 0.5 * np.eye(N)))  # expm of a normal matrix, no scipy
+    expm = np.exp(-0.5 * t) * (U @ np.diag(np.exp(-1j * t * w)) @ U.conj().T)
+    np.testing.assert_allclose(2 * (C * np.exp(t * A) * B).sum().real, (c @ expm @ B_legs).real,
+                               rtol=1e-4, atol=1e-4)
+
+
 def test_c_is_complex_standard_normal():
   mixer = registry.build_mixer("s4d", {"state_size": 64})
   p = mixer.init(jax.random.PRNGKey(0), 16, method="ssm")["params"]  # parameters only
@@ -171,7 +199,7 @@ def test_bfloat16_in_bfloat16_out_and_float32_parameters():
 
 @pytest.mark.parametrize("kwargs, message", [
     (dict(causal=True, bidirectional=True), "causal=True and bidirectional=True"),
-    (dict(ssm_init="legs"), "ssm_init='legs'"),
+    (dict(ssm_init="hippo"), "ssm_init='hippo'"),
     (dict(disc="euler"), "disc='euler'"),
     (dict(state_size=7), "state_size=7"),
     (dict(dt_min=0.2, dt_max=0.1), "dt_min=0.2"),

@@ -7,9 +7,10 @@ Per feature h (H = features) a diagonal complex SSM with N/2 conjugate pairs of 
   x'(t) = A x(t) + B u(t),   y(t) = 2 Re(C x(t)) + D u(t).
 
 - A = -exp(log_A_re) + i A_im: the real part stays negative (the paper's code keeps log(-Re A)).
-  Init (sec. 4, eqs. 7/8): S4D-Lin A_n = -1/2 + i pi n; S4D-Inv A_n = -1/2 + i N/pi (N/(2n+1) - 1).
-- B = 1 at init (sec. 4), C complex standard normal (the S4 repo's torch.randn(cfloat): real
-  and imaginary parts N(0, 1/2)), D standard normal (the S4 repo's torch.randn(H)).
+  Init (sec. 4, eqs. 7/8): S4D-Lin A_n = -1/2 + i pi n; S4D-Inv A_n = -1/2 + i N/pi (N/(2n+1) - 1);
+  S4D-LegS: the eigenvalues of S4's normal HiPPO-LegS part, B = V^* B_legs (`s4d_init`).
+- B = 1 at init for Lin / Inv (sec. 4); C complex standard normal (the S4 repo's
+  torch.randn(cfloat): real and imaginary parts N(0, 1/2)); D standard normal (torch.randn(H)).
 - dt = exp(log_dt), log_dt ~ U[log dt_min, log dt_max] per feature (sec. 3.2).
 - Discretisation (sec. 3.2): ZOH dA = exp(dt A), dB = (dA - 1)/A B; or bilinear
   dA = (1 + dt A/2)/(1 - dt A/2), dB = dt B/(1 - dt A/2).
@@ -40,20 +41,41 @@ import numpy as np
 
 from models.attention.registry import register
 
-INITS = ("lin", "inv")
+INITS = ("lin", "inv", "legs")
 DISCS = ("zoh", "bilinear")
 
 
 def s4d_init_A(state_size: int, init: str) -> np.ndarray:
-  """The N/2 eigenvalues of S4D-Lin (eq. 7) or S4D-Inv (eq. 8), complex128 `[N/2]`."""
+  """The N/2 eigenvalues of S4D-Lin (eq. 7), S4D-Inv (eq. 8) or S4D-LegS, complex128 `[N/2]`."""
+  return s4d_init(state_size, init)[0]
+
+
+def hippo_legs_normal(state_size: int):
+  """HiPPO-LegS (S4 sec. 3.1) and its normal part S = A + P P^T, P_n = (n + 1/2)^(1/2):
+  S = -1/2 I + a skew-symmetric matrix. Returns (S, B) float64, B_n = (2n + 1)^(1/2)."""
+  n = np.arange(state_size)
+  root = np.sqrt(2 * n + 1.0)
+  A = -np.where(n[:, None] > n[None, :], np.outer(root, root), np.diag(n + 1.0))
+  P = np.sqrt(n + 0.5)
+  return A + np.outer(P, P), root
+
+
+def s4d_init(state_size: int, init: str):
+  """(A, B) complex128 `[N/2]` at init. Lin / Inv: B = 1 (sec. 4). LegS (sec. 4, S4D-LegS: the
+  diagonal of S4's normal HiPPO-LegS part): S = V diag(lambda) V^*, one eigenvalue of each
+  conjugate pair kept (imaginary part < 0, as the S4 repo's sort keeps), B = V^* B_legs."""
   n = np.arange(state_size // 2)
   if init == "lin":
-    imag = math.pi * n
-  elif init == "inv":
+    return -0.5 + 1j * math.pi * n, np.ones(state_size // 2, complex)
+  if init == "inv":
     imag = state_size / math.pi * (state_size / (2 * n + 1) - 1)
-  else:
-    raise ValueError(f"s4d ssm_init={init!r}; expected one of {INITS}")
-  return -0.5 + 1j * imag
+    return -0.5 + 1j * imag, np.ones(state_size // 2, complex)
+  if init == "legs":
+    S, B = hippo_legs_normal(state_size)
+    eigenvalues, V = np.linalg.eig(S)  # S is normal: V unitary up to float64 roundoff
+    order = np.argsort(eigenvalues.imag)[:state_size // 2]
+    return eigenvalues[order], V[:, order].conj().T @ B
+  raise ValueError(f"s4d ssm_init={init!r}; expected one of {INITS}")
 
 
 def log_uniform(rng, shape, low: float, high: float):
@@ -120,8 +142,9 @@ class S4D(nn.Module):
   """The S4D convolution + D skip over `[b, L, H]` (module docstring)."""
   causal: bool = False
   state_size: int = 64      # N (the S4 repo's d_state); N/2 complex pairs are kept
-  ssm_init: str = "lin"     # "lin" (S4D-Lin, eq. 7) or "inv" (S4D-Inv, eq. 8); the S4 repo's
-                            # `init` (a name flax.linen.Module keeps for its init method)
+  ssm_init: str = "lin"     # "lin" (S4D-Lin, eq. 7), "inv" (S4D-Inv, eq. 8) or "legs"
+                            # (S4D-LegS): the S4 repo's `init` (flax.linen.Module keeps that
+                            # name for its init method)
   disc: str = "zoh"         # "zoh" (the paper's default) or "bilinear"
   dt_min: float = 0.001
   dt_max: float = 0.1
@@ -150,13 +173,13 @@ class S4D(nn.Module):
     self.check(features)
     half = self.state_size // 2
     copies = self.n_ssm or features
-    A0 = s4d_init_A(self.state_size, self.ssm_init)
-    log_A_re = self.param("log_A_re", lambda _, s: jnp.full(s, math.log(-A0.real[0]),
-                                                            jnp.float32), (copies, half))
-    A_im = self.param("A_im", lambda _, s: jnp.broadcast_to(jnp.asarray(A0.imag, jnp.float32),
-                                                            s), (copies, half))
-    B_re = self.param("B_re", nn.initializers.ones, (copies, half))
-    B_im = self.param("B_im", nn.initializers.zeros, (copies, half))
+    A0, B0 = s4d_init(self.state_size, self.ssm_init)
+    constant = lambda value: lambda _, shape: jnp.broadcast_to(jnp.asarray(value, jnp.float32),
+                                                               shape)
+    log_A_re = self.param("log_A_re", constant(np.log(-A0.real)), (copies, half))
+    A_im = self.param("A_im", constant(A0.imag), (copies, half))
+    B_re = self.param("B_re", constant(B0.real), (copies, half))
+    B_im = self.param("B_im", constant(B0.imag), (copies, half))
     channels = 2 if self.bidirectional else 1
     C_re = self.param("C_re", nn.initializers.normal(math.sqrt(0.5)), (channels, features, half))
     C_im = self.param("C_im", nn.initializers.normal(math.sqrt(0.5)), (channels, features, half))
