@@ -82,7 +82,7 @@ def inputs(seed=0, valid=(LENGTH, 14)):
     dict(bidirectional=False, interpolation="linear"),
     dict(bidirectional=True, interpolation="nearest"),
     dict(bidirectional=True, interpolation="linear", decay_min=1.5, decay_max=3.0),
-], ids=str)
+], ids=["uni-linear", "bi-nearest", "bi-linear-decays"])
 def test_matches_direct_convolution(kwargs):
   x, mask = inputs()
   mixer = build(**kwargs)

@@ -13,7 +13,8 @@ exponential_moving_average.py) fixes the details followed here: the EMA paramete
 delta, alpha (squashed by a sigmoid: p = sigmoid(delta), q = 1 - p * sigmoid(alpha)), beta
 (expansion), gamma (projection, times sqrt(1/ndim)) and omega (a residual: X' = silu(EMA(X) +
 omega * X)); the EMA is a convolution with the kernel k_j = sum_n gamma_n p_n beta_n q_n^j,
-computed by FFT at 2L; the bidirectional form adds a second kernel run right-to-left (both
+computed by FFT at 2L (causal=True: the same EMA as its recurrence by an associative scan,
+exactly causal in float arithmetic too); the bidirectional form adds a second kernel run right-to-left (both
 including lag 0); W_u, W_z, W_r, W_h come from one projection of X'; the laplace/relu^2
 attention divides Q K^T by the number of keys a query sees, softmax scales by z_dim^-1/2; the
 relative position bias is the "simple" one (a learned scalar per offset j - i; the code's
@@ -76,10 +77,33 @@ def causal_fft_conv(u, kernel):
   return jnp.fft.irfft(u_f * k_f[None], n=n, axis=1)[:, :length]
 
 
-def ema(u, delta, alpha, beta, gamma, *, bidirectional=False, truncation=None):
+def ema_scan(u, delta, alpha, beta, gamma, truncation=None):
+  """The left-to-right EMA as its recurrence (eq. 3), h_t = p beta u_t + q h_{t-1}, by
+  `jax.lax.associative_scan`: output t is built from inputs <= t only, so the causal form has
+  exactly zero gradient from the future (an FFT's round-off leaves ~1e-10). Truncation T:
+  sum_{j<T} q^j p beta u_{t-j} = h_t - q^T h_{t-T}. Memory `[b, l, d, ndim]`."""
+  p, q = ema_coefficients(delta, alpha)
+  length = u.shape[1]
+  drive = u.astype(jnp.float32)[..., None] * (p * beta)                       # [b, l, d, n]
+  decay = jnp.broadcast_to(q, drive.shape)
+  combine = lambda a, b: (a[0] * b[0], b[0] * a[1] + b[1])
+  _, state = jax.lax.associative_scan(combine, (decay, drive), axis=1)
+  if truncation and truncation < length:
+    earlier = jnp.pad(state, [(0, 0), (truncation, 0), (0, 0), (0, 0)])[:, :length]
+    state = state - q ** truncation * earlier
+  scale = math.sqrt(1.0 / delta.shape[-1])
+  return jnp.einsum("bldn,dn->bld", state, gamma * scale)
+
+
+def ema(u, delta, alpha, beta, gamma, *, bidirectional=False, truncation=None, scan=False):
   """The EMA of u `[b, l, d]` (padding already zeroed). Bidirectional: the first d kernel
-  channels run left-to-right, the last d right-to-left, summed (both include lag 0)."""
+  channels run left-to-right, the last d right-to-left, summed (both include lag 0).
+  scan=True: the recurrence (`ema_scan`, left to right only) instead of the FFT."""
   d, length = u.shape[-1], u.shape[1]
+  if scan:
+    if bidirectional:
+      raise ValueError("mega: the scan form of the EMA is left-to-right only")
+    return ema_scan(u, delta, alpha, beta, gamma, truncation)
   kernel = ema_kernel(delta, alpha, beta, gamma, length, truncation)
   if not bidirectional:
     return causal_fft_conv(u, kernel)
@@ -194,8 +218,9 @@ class Mega(nn.Module):
     dense = lambda features, name: nn.Dense(features, kernel_init=PROJECTION_INIT,
                                             bias_init=nn.initializers.zeros, name=name)
     v = jax.nn.silu(dense(self.hidden_dim, "v_proj")(x32))                       # eq. 10
+    # Causal: the recurrence, exactly causal; otherwise the FFT at 2L (the code's form).
     mx = jax.nn.silu(ema(x32, delta, alpha, beta, gamma, bidirectional=self.bidirectional,
-                         truncation=self.truncation or None) + omega * x32)
+                         truncation=self.truncation or None, scan=self.causal) + omega * x32)
     mx = nn.Dropout(self.hidden_dropout_rate)(mx, deterministic=deterministic)
     base = dense(d + self.z_dim + self.hidden_dim + d, "mx_proj")(mx)
     u, zr, hx = jnp.split(base, [d, d + self.z_dim + self.hidden_dim], axis=-1)
