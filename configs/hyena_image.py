@@ -1,8 +1,9 @@
 """Hyena (Poli et al. 2023) on Image (CIFAR-10, grey): safari's long-convolution LRA recipe
 around the Hyena operator.
 
-The Hyena paper reports no Long Range Arena results, and its code (HazyResearch/safari) ships LRA
-recipes only for its long-convolution layer (Fu et al. 2023), the nearest model in that codebase
+The Hyena paper reports no Long Range Arena results (its sequential-CIFAR experiment
+flattens colour pixels, not LRA's greyscale Image task; its settings were not verified here),
+and its code (HazyResearch/safari) ships LRA recipes only for its long-convolution layer (Fu et al. 2023), the nearest model in that codebase
 (an explicit long filter where Hyena has an implicit one): the block and training settings are
 safari configs/experiment/lra/long-conv-lra-cifar.yaml (commit 26f6223) with the cosine_warmup
 scheduler and AdamW (configs/optimizer/adamw.yaml: betas (0.9, 0.999), eps 1e-8). The operator
