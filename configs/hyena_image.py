@@ -1,17 +1,17 @@
 """Hyena (Poli et al. 2023) on Image (CIFAR-10, grey): safari's long-convolution LRA recipe
 around the Hyena operator.
 
-The Hyena paper reports no Long Range Arena results (its sequential-CIFAR experiment
-flattens colour pixels, not LRA's greyscale Image task; its settings were not verified here),
-and its code (HazyResearch/safari) ships LRA recipes only for its long-convolution layer (Fu et al. 2023), the nearest model in that codebase
-(an explicit long filter where Hyena has an implicit one): the block and training settings are
-safari configs/experiment/lra/long-conv-lra-cifar.yaml (commit 26f6223) with the cosine_warmup
-scheduler and AdamW (configs/optimizer/adamw.yaml: betas (0.9, 0.999), eps 1e-8). The operator
-keeps Hyena's own settings: configs/model/layer/hyena.yaml (order 2, filter_order 64,
-short_filter_order 3, dropout 0) and hyena-filter.yaml (emb_dim 3, w 1, num_inner_mlps 2,
-bias on, not normalized; implicit-filter learning rate 1e-3 and weight decay 0 (`lr`, `wd`);
-positional-embedding learning rate 1e-5 (`lr_pos_emb`), weight decay 0), ExponentialModulation's
-defaults (fast 0.3, slow 1.5, target 1e-2, shift 0).
+The Hyena paper reports no Long Range Arena results (its sequential-CIFAR experiment flattens
+colour pixels, not LRA's greyscale Image task; its settings were not verified here), and its code
+(HazyResearch/safari) ships LRA recipes only for its long-convolution layer (Fu et al. 2023), the
+nearest model in that codebase (an explicit long filter where Hyena has an implicit one): the block
+and training settings are safari configs/experiment/lra/long-conv-lra-cifar.yaml (commit 26f6223)
+with the cosine_warmup scheduler and AdamW (configs/optimizer/adamw.yaml: betas (0.9, 0.999), eps
+1e-8). The operator keeps Hyena's own settings: configs/model/layer/hyena.yaml (order 2,
+filter_order 64, short_filter_order 3, dropout 0) and hyena-filter.yaml (emb_dim 3, w 1,
+num_inner_mlps 2, bias on, not normalized; implicit-filter learning rate 1e-3 and weight decay 0
+(`lr`, `wd`); positional-embedding learning rate 1e-5 (`lr_pos_emb`), weight decay 0),
+ExponentialModulation's defaults (fast 0.3, slow 1.5, target 1e-2, shift 0).
 
 Stated differences: the long-conv recipe's kernel dropout and squash (lam) belong to that layer
 (safari's Hyena filter has no dropout: "filter_dropout is not implemented"); Hyena has no
