@@ -1,6 +1,7 @@
 """Mega: the EMA against a sequential loop, the whole layer against a numpy reference with
 per-chunk dense attention (fed the module's own parameters), Mega-chunk with a chunk >= the
 length equal to full attention, causal no-leak, padding, initialisation and errors."""
+import functools
 import math
 
 import jax
@@ -152,13 +153,26 @@ def inputs(seed=0, valid=(LENGTH, 13)):
 
 
 def init_apply(mixer, x, mask, seed=0):
-  variables = mixer.init(jax.random.PRNGKey(seed), x, mask)
-  # Perturb the zero-initialised qk_beta so that every parameter matters in the comparison.
-  params = jax.tree_util.tree_map(lambda a: a, variables["params"])
-  params["qk_beta"] = params["qk_beta"] + 0.3
-  params["qk_gamma"] = params["qk_gamma"] * 40.0
-  params["rel_pos_bias"] = params["rel_pos_bias"] * 20.0
+  """Random parameters in the module's tree (shapes by eval_shape: no init compile; the init
+  itself is checked in test_initialisation), scaled so every term matters, and a jitted apply."""
+  shapes = jax.eval_shape(mixer.init, jax.random.PRNGKey(seed), x, mask)["params"]
+  rng = np.random.default_rng(seed)
+  params = jax.tree_util.tree_map(
+      lambda s: jnp.asarray(0.5 * rng.standard_normal(s.shape), jnp.float32), shapes)
   return params, jax.jit(lambda p, x, m: mixer.apply({"params": p}, x, m))
+
+
+@functools.lru_cache(maxsize=None)
+def prepared(items):
+  """(params, jitted apply) for one setting, built once and shared by the tests (compiles are
+  most of this file's time)."""
+  case = dict(items)
+  x, mask = inputs()
+  return init_apply(build(**case), x, mask)
+
+
+def key(case):
+  return tuple(sorted(case.items()))
 
 
 CASES = [
@@ -173,8 +187,7 @@ CASES = [
                                             "chunk6-softmax-causal", "chunk6-relu2-causal"])
 def test_matches_numpy_reference(case):
   x, mask = inputs()
-  mixer = build(**case)
-  params, apply = init_apply(mixer, x, mask)
+  params, apply = prepared(key(case))
   out = np.asarray(apply(params, x, mask))
   expected = layer_reference(params, x, mask, **SMALL, **{"causal": False, **case})
   np.testing.assert_allclose(np.where(mask[..., None], out, 0), np.where(mask[..., None],
@@ -194,18 +207,19 @@ def test_chunk_at_least_length_is_full_attention(activation):
     np.testing.assert_array_equal(run(11, causal), run(0, causal))
     np.testing.assert_array_equal(run(16, causal), run(0, causal))
     assert not np.allclose(run(4, causal), run(0, causal))   # a real chunk changes the result
-  # And the module: chunk_size=length (table sized by the chunk) == full (table by max_len).
-  x, xmask = inputs(5)
-  chunked, full = build(chunk_size=LENGTH), build(chunk_size=0)
-  params, apply_chunked = init_apply(chunked, x, xmask)
-  _, apply_full = init_apply(full, x, xmask)
+
+
+def test_module_chunk_of_the_length_is_full_attention():
+  # chunk_size=length (bias table sized by the chunk) == full (table sized by max_len).
+  x, xmask = inputs()
+  params, apply_full = prepared(key(CASES[0]))
+  _, apply_chunked = prepared(key({**CASES[0], "chunk_size": LENGTH}))
   np.testing.assert_array_equal(apply_chunked(params, x, xmask), apply_full(params, x, xmask))
 
 
 def test_causal_no_leak():
-  x, _ = inputs(6, valid=(LENGTH,))   # t = 9 lies inside the chunk [8, 12)
-  mixer = build(causal=True, chunk_size=4, attention_activation="laplace")
-  params, apply = init_apply(mixer, x, None)
+  x, _ = inputs(6, valid=(LENGTH,))   # t = 9 lies inside the chunk [6, 12)
+  params, apply = prepared(key(CASES[2]))
   t = 9
   grad = jax.grad(lambda x: apply(params, x, None)[0, t].sum())(jnp.asarray(x))
   # Exactly zero: the causal EMA is the scan (no FFT round-off), the attention masked.
@@ -218,18 +232,16 @@ def test_causal_no_leak():
 
 
 def test_bidirectional_sees_the_future():
-  x, _ = inputs(8, valid=(LENGTH,))
-  # Through the EMA (a chunk of 1: the attention sees only the token itself).
-  mixer = build(bidirectional=True, chunk_size=1)
-  params, apply = init_apply(mixer, x, None)
-  grad = jax.grad(lambda x: apply(params, x, None)[0, 3].sum())(jnp.asarray(x))
-  assert np.abs(np.asarray(grad)[0, 4:]).sum() > 0
+  x, mask = inputs(8)
+  params, apply = prepared(key(CASES[1]))   # chunks of 5
+  grad = jax.grad(lambda x: apply(params, x, mask)[0, 3].sum())(jnp.asarray(x))
+  assert np.abs(np.asarray(grad)[0, 4]).sum() > 0     # within the chunk: attention and EMA
+  assert np.abs(np.asarray(grad)[0, 5:]).sum() > 0    # beyond the chunk: the backward EMA
 
 
 def test_padding_invariance_bidirectional():
   x, mask = inputs(9)
-  mixer = build(bidirectional=True, chunk_size=5, attention_activation="laplace")
-  params, apply = init_apply(mixer, x, mask)
+  params, apply = prepared(key(CASES[1]))
   noisy = np.where(mask[..., None], x, np.random.default_rng(1).standard_normal(x.shape) * 1e4)
   out, out_noisy = apply(params, x, mask), apply(params, noisy.astype(np.float32), mask)
   np.testing.assert_allclose(np.asarray(out_noisy)[mask], np.asarray(out)[mask],
@@ -238,7 +250,7 @@ def test_padding_invariance_bidirectional():
 
 def test_initialisation():
   x, mask = inputs(10)
-  mixer = registry.build_mixer("mega", dict(z_dim=32, hidden_dim=64, ndim=16, chunk_size=4,
+  mixer = registry.build_mixer("mega", dict(z_dim=8, hidden_dim=16, ndim=16, chunk_size=4,
                                             bidirectional=True), causal=False)
   params = mixer.init(jax.random.PRNGKey(3), x, mask)["params"]
   beta = np.asarray(params["ema_beta"])
@@ -251,7 +263,7 @@ def test_initialisation():
   assert abs(np.asarray(params["mx_proj"]["kernel"]).std() / 0.02 - 1) < 0.1
   np.testing.assert_array_equal(params["mx_proj"]["bias"], 0.0)
   np.testing.assert_array_equal(params["qk_beta"], 0.0)
-  assert params["mx_proj"]["kernel"].shape == (FEATURES, 2 * FEATURES + 32 + 64)
+  assert params["mx_proj"]["kernel"].shape == (FEATURES, 2 * FEATURES + 8 + 16)
   assert params["rel_pos_bias"].shape == (2 * 4 - 1,)   # sized by the chunk
 
 
@@ -259,10 +271,11 @@ def test_dropout_is_applied():
   x, mask = inputs(11)
   for field in ("dropout_rate", "hidden_dropout_rate"):
     mixer = build(chunk_size=0, **{field: 0.5})
-    variables = mixer.init(jax.random.PRNGKey(0), x, mask)
-    run = lambda seed: mixer.apply(variables, x, mask, deterministic=False,
-                                   rngs={"dropout": jax.random.PRNGKey(seed)})
-    base = mixer.apply(variables, x, mask)
+    params, apply = init_apply(mixer, x, mask)
+    train = jax.jit(lambda rng: mixer.apply({"params": params}, x, mask, deterministic=False,
+                                            rngs={"dropout": rng}))
+    run = lambda seed: train(jax.random.PRNGKey(seed))
+    base = apply(params, x, mask)
     assert not np.allclose(run(0), base), field
     assert not np.allclose(run(0), run(1)), field
     np.testing.assert_array_equal(run(2), run(2))
@@ -289,11 +302,11 @@ def test_causal_bidirectional_raises():
 def test_bfloat16_and_longer_than_table():
   x, mask = inputs(12)
   mixer = build(chunk_size=4, bidirectional=True)
-  variables = mixer.init(jax.random.PRNGKey(0), x, mask)
-  out = mixer.apply(variables, jnp.asarray(x, jnp.bfloat16), mask)
+  params, apply = init_apply(mixer, x, mask)
+  out = apply(params, jnp.asarray(x, jnp.bfloat16), mask)
   assert out.dtype == jnp.bfloat16 and np.all(np.isfinite(np.asarray(out, np.float32)))
   full = build(chunk_size=0)
-  variables = full.init(jax.random.PRNGKey(0), x, mask)
+  params, apply = init_apply(full, x, mask)
   longer = np.concatenate([x, x], axis=1)
   with pytest.raises(ValueError, match="max_len or chunk_size"):
-    full.apply(variables, longer, None)
+    apply(params, longer, None)
