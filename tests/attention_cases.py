@@ -17,6 +17,15 @@ SMALL_KWARGS: dict[str, dict] = {
     "sinkhorn": {"block_size": 4},
     # Defaults (128 landmarks) would be the exact m >= L limit at length 16.
     "nystromformer": {"num_landmarks": 4, "conv_kernel_size": 3},
+    # Sequence mixers (tests/test_sequence_mixers.py; features = HEADS * HEAD_DIM = 16).
+    "s4d": {"state_size": 4},
+    "long_conv": {"lam": 0.001},
+    "s5": {"state_size": 8, "blocks": 2},
+    "lru": {"state_size": 8, "r_min": 0.4, "r_max": 0.95},
+    "h3": {"d_state": 4},
+    "hyena": {"filter_order": 8},
+    "mega": {"z_dim": 8, "hidden_dim": 16, "ndim": 4, "chunk_size": 8},
+    "sgconv": {"kernel_dim": 4},
 }
 
 # Kwargs for the compiled-memory check at lengths 4096 and 8192.
@@ -58,4 +67,27 @@ OPTION_MATRIX: dict[str, list[dict]] = {
                            {"pattern": "strided", "factorisation": "merged"},
                            # block_size 0: l from the length (the default)
                            {"pattern": "strided", "factorisation": "heads", "block_size": 0}],
+    # Sequence mixers: an entry with bidirectional=True runs non-causal only.
+    "s4d": [{}, {"bidirectional": True, "ssm_init": "inv", "disc": "bilinear", "n_ssm": 2},
+            {"ssm_init": "legs"}],
+    "long_conv": [{}, {"bidirectional": True, "smooth_window": 3, "kernel_init": "double_exp"}],
+    "s5": [{"discretization": "zoh", "c_init": "trunc_standard_normal", "conj_sym": True,
+            "clip_eigs": False, "bidirectional": False},
+           {"discretization": "bilinear", "c_init": "lecun_normal", "conj_sym": False,
+            "clip_eigs": True, "bidirectional": True},
+           {"c_init": "complex_normal", "blocks": 1, "bidirectional": True}],
+    "lru": [{"bidirectional": False},
+            {"bidirectional": True, "r_min": 0.9, "r_max": 0.999, "max_phase": 0.314}],
+    "h3": [{"disc": "zoh", "measure": "diag-lin", "head_dim": 1},
+           {"disc": "bilinear", "measure": "diag-inv", "head_dim": 2}],
+    "hyena": [{"form": "paper", "filter_bias": True, "normalized": False, "modulate": True},
+              {"form": "safari", "order": 3, "filter_bias": False, "normalized": True,
+               "modulate": False, "emb_dim": 5, "num_inner_mlps": 1}],
+    "mega": [{"attention_activation": "softmax", "chunk_size": 0},
+             {"attention_activation": "laplace", "bidirectional": True, "truncation": 8,
+              "hidden_dropout_rate": 0.1},
+             {"attention_activation": "relu2", "bidirectional": False, "chunk_size": 4}],
+    "sgconv": [{"interpolation": "linear", "bidirectional": True},
+               {"interpolation": "nearest", "bidirectional": False, "decay_min": 1.5,
+                "decay_max": 3.0}],
 }

@@ -15,8 +15,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from models.attention import (linformer, nystromformer, performer, registry, sparse_transformer,
-                              synthesizer, transformer)
+from models.attention import (h3, hyena, linformer, long_conv, mega, nystromformer, performer,
+                              registry, s4d, s5, sgconv, sparse_transformer, synthesizer,
+                              transformer)
 from tests.attention_cases import (HEAD_DIM, HEADS, LENGTH, MEMORY_KWARGS, OPTION_MATRIX,
                                    SMALL_KWARGS)
 
@@ -140,6 +141,16 @@ SETTING_CHOICES = {
     ("sparse_transformer", "pattern"): sparse_transformer.PATTERNS,
     ("sparse_transformer", "factorisation"): sparse_transformer.FACTORISATIONS,
     ("nystromformer", "pinv_init"): nystromformer.PINV_INITS,
+    ("s4d", "ssm_init"): s4d.INITS,
+    ("s4d", "disc"): s4d.DISCS,
+    ("long_conv", "kernel_init"): long_conv.KERNEL_INITS,
+    ("s5", "discretization"): s5.DISCRETIZATIONS,
+    ("s5", "c_init"): s5.C_INITS,
+    ("h3", "disc"): h3.DISCRETIZATIONS,
+    ("h3", "measure"): h3.MEASURES,
+    ("hyena", "form"): hyena.FORMS,
+    ("mega", "attention_activation"): mega.ATTENTION_ACTIVATIONS,
+    ("sgconv", "interpolation"): sgconv.INTERPOLATIONS,
 }
 
 

@@ -104,9 +104,12 @@ def test_causal_no_leak(name):
   run = forward(make(name, causal=True), mask)
   x, other = inputs(batch=1), inputs(seed=1, batch=1)
   t = LENGTH // 2
-  grad = jax.grad(lambda x: run(x)[0, t].sum())(x)
-  assert np.abs(np.asarray(grad[0, t + 1:])).max() == 0.0, f"{name}: output {t} sees the future"
-  assert np.abs(np.asarray(grad[0, :t + 1])).max() > 0, f"{name}: output {t} ignores the past"
+  grad = np.abs(np.asarray(jax.grad(lambda x: run(x)[0, t].sum())(x)))
+  past, future = grad[0, :t + 1].max(), grad[0, t + 1:].max()
+  assert past > 0, f"{name}: output {t} ignores the past"
+  # An FFT convolution's causal kernel is zero after t in exact arithmetic; float32 transforms
+  # leave ~1e-8 there (a scan or a mask gives exactly 0). A leak is of the order of the past.
+  assert future <= 1e-6 * past, f"{name}: output {t} sees the future ({future:.2g} vs {past:.2g})"
   base = np.asarray(run(x))
   for t in (0, 3, LENGTH // 2, LENGTH - 2):
     changed = np.asarray(run(jnp.where((jnp.arange(LENGTH) > t)[None, :, None], 3.0 * other, x)))
@@ -157,8 +160,10 @@ def test_dropout(name):
       variables, x, mask, deterministic=det, rngs={"dropout": jax.random.key(seed)}))
   np.testing.assert_array_equal(run(on, 1, True), run(on, 2, True))
   np.testing.assert_array_equal(run(on, 1, False), run(on, 1, False))
-  assert np.abs(run(on, 1, False) - run(off, 1, False)).max() > 1e-3
-  assert np.abs(run(on, 1, False) - run(on, 2, False)).max() > 1e-3
+  # Mega's attention branch is small at init (projections of std 0.02): a dropout change of
+  # 1e-4 there is real, far above the 1e-7 rounding between two compiled forms.
+  assert np.abs(run(on, 1, False) - run(off, 1, False)).max() > 1e-5
+  assert np.abs(run(on, 1, False) - run(on, 2, False)).max() > 1e-5
 
 
 def bfloat16_cases():
