@@ -106,6 +106,10 @@ EXERCISES: dict[str, list[str]] = {
         "python -m lra.benchmark --helpfull",
         "python -m lra.benchmark --attention=local --lengths=64 --batch=2 --out={tmp}/bench.json "
         "--markdown={tmp}/bench.md --plot={tmp}/bench.png"],
+    "python -m lra.benchmark --attention=s4d,s5,lru,mega,h3,hyena,long_conv,sgconv,transformer "
+    "--lengths=1024,2048,4096,8192 --exact=blocked --out=docs/benchmark_sequence.json": [
+        "python -m lra.benchmark --attention=s4d --lengths=32 --exact=blocked "
+        "--out={tmp}/bench.json"],
     "python -m venv /tmp/torchenv && /tmp/torchenv/bin/pip install torch==2.13.0 numpy": [
         "offline installs torch from the network"],
     "/tmp/torchenv/bin/python benchmarks/torch_attention.py --lengths=4096,8192 "

@@ -332,3 +332,13 @@ def test_collected_runs_give_the_same_tables_as_the_folder(runs, tmp_path):
   (tmp_path / "bad.json").write_text(json.dumps({"runs": [{"path": "x"}]}))
   with pytest.raises(report.ReportError, match=r"bad.json: runs\[0\] has no results, config"):
     report.build_report(str(tmp_path / "bad.json"))
+
+
+def test_s4d_is_compared_with_the_s4d_legs_row(tmp_path):
+  """configs/s4d_*.py are the S4 repo's `init: legs` LRA configs: the S4D paper's S4D-LegS row."""
+  with pytest.MonkeyPatch.context() as patch:
+    patch.setitem(PARAMETERS, "s4d", 1000)
+    write_run(tmp_path / "runs" / "s4d_listops_seed0", "s4d", "listops", 0, 0.5, 0.5)
+  _, rows = markdown_table(report.build_report(str(tmp_path / "runs"), published=True), "Table 1")
+  assert rows["s4d"][0].endswith(" / 60.47 (-10.47)")
+  assert "s4d_legs (published only)" not in rows and "s4 (published only)" in rows
