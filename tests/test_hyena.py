@@ -117,7 +117,7 @@ def reference(params, x, mask, module):
   return v @ p["out_proj"]["kernel"] + p["out_proj"]["bias"]
 
 
-CASES = [dict(), dict(form="safari"), dict(order=3, emb_dim=5, shift=0.2),
+CASES = [dict(), dict(form="paper"), dict(form="paper", order=3, emb_dim=5, shift=0.2),
          dict(form="safari", order=3, normalized=True, num_inner_mlps=1),
          dict(modulate=False, filter_bias=False, short_filter_order=2)]
 
@@ -178,7 +178,7 @@ def test_causal_no_leak_gradient_and_forward():
 
 @pytest.mark.parametrize("form", ["paper", "safari"])
 def test_padding_invariance(form):
-  kwargs = {} if form == "paper" else {"form": "safari"}
+  kwargs = {"form": form}
   module, variables = build(**kwargs)
   x = inputs(4)
   mask = lengths_mask([LENGTH, 6])

@@ -101,9 +101,10 @@ def fft_conv(u, kernel, bias):
   length = u.shape[1]
   n = 2 * length
   u = u.astype(jnp.float32)
-  y = jnp.fft.irfft(jnp.fft.rfft(u, n=n, axis=1) * jnp.fft.rfft(kernel, n=n, axis=0)[None],
-                    n=n, axis=1)[:, :length]
-  return y + bias * u
+  # Transforms over the last axis (time moved there): faster than over axis 1 on a CPU.
+  y = jnp.fft.irfft(jnp.fft.rfft(jnp.swapaxes(u, 1, 2), n=n) * jnp.fft.rfft(kernel.T, n=n),
+                    n=n)[..., :length]
+  return jnp.swapaxes(y, 1, 2) + bias * u
 
 
 def hyena_recurrence(gates, v, filters, biases, form: str, keep=None, drop=None):
@@ -171,7 +172,7 @@ class Hyena(nn.Module):
   max_len: int | None = None  # positional table size (safari: l_max / seq_len)
   dropout_rate: float = 0.0  # operator dropout on the gated values (safari: `dropout`)
   order: int = 2
-  form: str = "paper"
+  form: str = "safari"       # the authors' released operator (their runs'); "paper": Alg. 3
   filter_order: int = 64     # width of the filter FFN (safari HyenaOperator default)
   emb_dim: int = 3
   num_inner_mlps: int = 2
