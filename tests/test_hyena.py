@@ -153,7 +153,7 @@ def test_positional_embedding_and_length_independent_filters():
   w = 2 * np.pi * np.arange(16)[:, None] / 16
   np.testing.assert_allclose(z, np.concatenate([t, np.cos(f * w), -np.sin(f * w)], -1),
                              atol=1e-6)
-  module, variables = build()
+  module, variables = build(form="paper")
   filter_module = HyenaFilter(MAX_LEN, 2 * FEATURES, filter_order=WIDTH)
   filter_vars = {"params": variables["params"]["filter"]}
   filt = jax.jit(lambda n: filter_module.apply(filter_vars, n), static_argnums=0)
@@ -201,7 +201,7 @@ def test_dropout_on_gated_values():
 
 
 def test_initialisation():
-  module = Hyena(max_len=MAX_LEN, filter_order=WIDTH, sine_freq=10.0)
+  module = Hyena(max_len=MAX_LEN, filter_order=WIDTH, sine_freq=10.0, form="paper")
   params = jax.jit(module.init)(jax.random.PRNGKey(0), inputs())["params"]
   f = params["filter"]
   np.testing.assert_allclose(f["pos_emb_z"], positional_embedding(MAX_LEN, 3)[0])
