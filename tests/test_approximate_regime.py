@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from configs import approximate_regime
+from configs import approximate_regime, base_listops, defaults
 from models.attention import registry
 
 # Variants whose queries see a subset of keys: counted from the gradient, key by key.
@@ -24,8 +24,21 @@ def small_config(name):
 
 
 def test_every_registered_variant_is_classified():
-  classified = set(PATTERN) | set(SIZED) | set(approximate_regime.UNSCALED)
+  classified = (set(PATTERN) | set(SIZED) | set(approximate_regime.UNSCALED)
+                | set(registry.names(kind="sequence")))
   assert set(registry.names()) <= classified, sorted(set(registry.names()) - classified)
+
+
+def test_sequence_mixers_are_unscaled_but_mega_chunk_is():
+  for name in registry.names(kind="sequence"):
+    full = importlib.import_module(f"configs.{name}_listops").get_config()
+    config = defaults.attention(base_listops.get_config(), name, **full.model.attention_kwargs)
+    changes = approximate_regime.scale_to(config, 128)
+    assert changes == ({"chunk_size": 32} if name == "mega" and
+                       full.model.attention_kwargs.chunk_size > 0 else {}), name
+  config = defaults.attention(base_listops.get_config(), "mega", chunk_size=128)
+  assert approximate_regime.scale_to(config, 128) == {"chunk_size": 32}
+  assert config.model.attention_kwargs.chunk_size == 32
 
 
 def keys_seen_per_query(name, kwargs, length):
