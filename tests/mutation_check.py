@@ -336,7 +336,7 @@ MUTATIONS: list[Mutation] = [
              'return (h if self.kind == "half_glu1" else y) * gate', "return h * gate",
              ("tests/test_blocks.py::test_post_norm_with_an_output_stage_and_no_feed_forward",)),
     Mutation("post_norm_skipped", "models/blocks.py",
-             '      x = norm("attention_norm")(x, mask, deterministic)\n', "",
+             '      x = norm("attention_norm")(x, mask, deterministic)\n', "      pass\n",
              ("tests/test_blocks.py::test_post_norm_with_an_output_stage_and_no_feed_forward",)),
     Mutation("batch_stats_not_updated_in_training", "train.py",
              '      batch_stats = updates["batch_stats"]', "      batch_stats = state.batch_stats",

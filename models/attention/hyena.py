@@ -47,19 +47,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from models.attention.h3 import torch_bias_init, torch_linear_init  # torch's default inits
 from models.attention.registry import register
 
 FORMS = ("paper", "safari")
-
-
-def torch_linear_init():
-  """torch.nn.Linear / Conv1d default weights: U(+-1/sqrt(fan_in))."""
-  return nn.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform")
-
-
-def torch_bias_init(fan_in: int):
-  bound = 1.0 / math.sqrt(fan_in)
-  return lambda key, shape, dtype=jnp.float32: jax.random.uniform(key, shape, dtype, -bound, bound)
 
 
 def positional_embedding(max_len: int, emb_dim: int) -> tuple[np.ndarray, np.ndarray]:
