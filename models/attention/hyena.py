@@ -49,6 +49,7 @@ import numpy as np
 
 from models.attention.h3 import torch_bias_init, torch_linear_init  # torch's default inits
 from models.attention.registry import register
+from models.attention.s4d import fft_conv
 
 FORMS = ("paper", "safari")
 
@@ -86,16 +87,10 @@ def short_causal_conv(u, weight, bias):
   return bias + sum(weight[j] * padded[:, j:j + length] for j in range(taps))
 
 
-def fft_conv(u, kernel, bias):
+def long_conv(u, kernel, bias):
   """y = kernel * u (causal, FFT at 2L, no wrap-around) + bias u. u `[b, L, C]`, kernel
   `[L, C]`, bias `[C]`; float32."""
-  length = u.shape[1]
-  n = 2 * length
-  u = u.astype(jnp.float32)
-  # Transforms over the last axis (time moved there): faster than over axis 1 on a CPU.
-  y = jnp.fft.irfft(jnp.fft.rfft(jnp.swapaxes(u, 1, 2), n=n) * jnp.fft.rfft(kernel.T, n=n),
-                    n=n)[..., :length]
-  return jnp.swapaxes(y, 1, 2) + bias * u
+  return fft_conv(u, kernel.T) + bias * u.astype(jnp.float32)
 
 
 def hyena_recurrence(gates, v, filters, biases, form: str, keep=None, drop=None):
@@ -108,11 +103,11 @@ def hyena_recurrence(gates, v, filters, biases, form: str, keep=None, drop=None)
     for n, x_n in enumerate(gates):
       if n:
         v = drop(v)
-      v = x_n * fft_conv(zero(v), filters[:, :, n], biases[:, n])
+      v = x_n * long_conv(zero(v), filters[:, :, n], biases[:, n])
     return v
   if form == "safari":
     for o, x_i in enumerate(reversed(gates[1:])):
-      v = fft_conv(zero(drop(v * x_i)), filters[:, :, o], biases[:, o])
+      v = long_conv(zero(drop(v * x_i)), filters[:, :, o], biases[:, o])
     return v * gates[0]
   raise ValueError(f"hyena form={form!r}; expected one of {FORMS}")
 

@@ -43,6 +43,7 @@ import jax.numpy as jnp
 from jax.scipy.special import erf
 
 from models.attention.registry import register
+from models.attention.s4d import fft_conv  # causal: no backward kernel
 
 ATTENTION_ACTIVATIONS = ("softmax", "laplace", "relu2")
 PROJECTION_INIT = nn.initializers.normal(stddev=0.02)   # reset_parameters: std 0.02, bias 0
@@ -66,15 +67,6 @@ def ema_kernel(delta, alpha, beta, gamma, length, truncation=None):
   if truncation:
     kernel = jnp.where(steps < truncation, kernel, 0.0)
   return kernel
-
-
-def causal_fft_conv(u, kernel):
-  """y_t = sum_{j<=t} kernel[:, j] u_{t-j}; u `[b, l, c]`, kernel `[c, l]`; FFT at 2L (no wrap)."""
-  length = u.shape[1]
-  n = 2 * length
-  u_f = jnp.fft.rfft(u.astype(jnp.float32), n=n, axis=1)
-  k_f = jnp.fft.rfft(kernel.astype(jnp.float32), n=n, axis=-1).T
-  return jnp.fft.irfft(u_f * k_f[None], n=n, axis=1)[:, :length]
 
 
 def ema_scan(u, delta, alpha, beta, gamma, truncation=None):
@@ -106,9 +98,9 @@ def ema(u, delta, alpha, beta, gamma, *, bidirectional=False, truncation=None, s
     return ema_scan(u, delta, alpha, beta, gamma, truncation)
   kernel = ema_kernel(delta, alpha, beta, gamma, length, truncation)
   if not bidirectional:
-    return causal_fft_conv(u, kernel)
-  forward = causal_fft_conv(u, kernel[:d])
-  backward = causal_fft_conv(u[:, ::-1], kernel[d:])[:, ::-1]
+    return fft_conv(u, kernel)
+  forward = fft_conv(u, kernel[:d])
+  backward = fft_conv(u[:, ::-1], kernel[d:])[:, ::-1]
   return forward + backward
 
 

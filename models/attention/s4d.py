@@ -120,9 +120,10 @@ def vandermonde_sum(coef, log_z, length: int):
 
 
 def fft_conv(u, kernel, backward_kernel=None):
-  """u: float32 `[b, L, H]`, kernel `[H, L]` (lag 0..L-1); backward_kernel `[H, L]` reads the
+  """u `[b, L, H]` (computed in float32), kernel `[H, L]` (lag 0..L-1); backward_kernel `[H, L]` reads the
   future: y_t += sum_{s=1}^{L-1} backward_kernel[s-1] u_{t+s}. Zero-padded FFT at length 2L."""
   length = u.shape[1]
+  u, kernel = u.astype(jnp.float32), kernel.astype(jnp.float32)
   k = jnp.pad(kernel, ((0, 0), (0, length)))
   if backward_kernel is not None:  # lags -L..-1 sit at indices L..2L-1 of the circular kernel
     k = k + jnp.pad(backward_kernel[:, ::-1], ((0, 0), (length, 0)))

@@ -28,6 +28,7 @@ import jax
 import jax.numpy as jnp
 
 from models.attention.registry import register
+from models.attention.s4d import fft_conv  # the same zero-padded FFT at 2L, both directions
 
 INTERPOLATIONS = ("linear", "nearest")
 
@@ -69,19 +70,6 @@ def fit_length(kernel, length: int):
   if size >= length:
     return kernel[..., :length]
   return jnp.pad(kernel, [(0, 0)] * (kernel.ndim - 1) + [(0, length - size)])
-
-
-def fft_conv(u, kernel, backward_kernel=None):
-  """u `[b, l, h]`, kernel `[h, l]`: y_t = sum_{j<=t} k_j u_{t-j} (+ sum_j kb_j u_{t+1+j});
-  one FFT at 2L (zero padding, no wrap-around), in float32."""
-  length = u.shape[1]
-  n = 2 * length
-  k = jnp.pad(kernel, [(0, 0), (0, length)])
-  if backward_kernel is not None:  # lag -(j+1) sits at index 2L-1-j of the circular kernel
-    k = k + jnp.pad(backward_kernel[:, ::-1], [(0, 0), (length, 0)])
-  u_f = jnp.fft.rfft(u.astype(jnp.float32), n=n, axis=1)
-  k_f = jnp.fft.rfft(k.astype(jnp.float32), n=n, axis=-1).T
-  return jnp.fft.irfft(u_f * k_f[None], n=n, axis=1)[:, :length]
 
 
 @register("sgconv", causal=True, cross=False, kind="sequence")
