@@ -42,7 +42,10 @@ def shared_config() -> ml_collections.ConfigDict:
   model.causal = False
   model.reversible = False       # RevNet residuals (Reformer sec. 3)
   model.ffn_chunk_size = 0       # chunked feed-forward (Reformer sec. 3); 0 = off
-  model.dtype = "float32"        # or "bfloat16"
+  model.dtype = "float32"        # "bfloat16": bfloat16 compute; parameters, optimizer state and
+                                 # loss stay float32 (train.py; the modules' param_dtype)
+  model.remat = False            # rematerialise each block in the backward pass (nn.remat):
+                                 # activation memory of one block instead of all, ~1/3 more compute
   # The block (models/blocks.py), for the recipes of the state-space / long-convolution papers:
   model.norm = "layer"           # "layer" or "batch" (masked batch statistics; running averages)
   model.prenorm = True           # x + f(norm(x)) (LRA's); False: norm(x + f(x)), no final norm
@@ -74,6 +77,14 @@ def shared_config() -> ml_collections.ConfigDict:
   train.checkpoint_every = 1000
   train.keep_checkpoints = 2
   train.log_every = 100
+  # Scale-out and faults (train.py, lra/pipeline.py, lra/checkpoints.py; README "Scale out"):
+  train.fsdp = False          # also shard parameters and optimizer state over the data axis
+  train.grad_accum_steps = 1  # micro-batches per optimiser step (batch_size is the whole step's)
+  train.nan_policy = "stop"   # a NaN/Inf loss or gradient: "stop" (name the step, keep the last
+                              # good checkpoint) or "skip" (drop that update, count it)
+  train.input_workers = 0     # Grain worker processes building batches; 0 = a thread
+  train.prefetch_batches = 2  # batches built ahead of the step (host) and put on the devices ahead
+  train.profile_steps = (0, 0)  # (first, last) step of a JAX profiler trace; (0, 0) = none
   return config
 
 
