@@ -8,7 +8,8 @@ last batch of a split is padded to the full batch size and `valid` marks its rea
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable, Iterator
+import functools
+from typing import Iterator
 
 import numpy as np
 
@@ -69,36 +70,72 @@ def pad_rows(tokens: list[np.ndarray] | list[list[int]], max_len: int,
   return out, lengths
 
 
-def train_batches(split: Split, batch_size: int, seed: int,
-                  start_step: int = 0) -> Iterator[dict[str, np.ndarray]]:
-  """Endless shuffled batches; batch `s` depends only on (seed, s), so a resumed run
-  starting at `start_step` sees exactly the batches an uninterrupted run would."""
+def check_train_split(split: Split, batch_size: int) -> None:
+  """A training split must hold at least one full batch (the error names both sizes)."""
   n = len(split)
   if n < batch_size:
     raise ValueError(f"split {split.name!r} has {n} examples, fewer than batch size "
                      f"{batch_size}")
+
+
+def epoch_order(n: int, seed: int, epoch: int) -> np.ndarray:
+  """The order in which epoch `epoch` visits the `n` rows: a fresh permutation per epoch."""
+  order = np.random.default_rng([seed, epoch]).permutation(n)
+  return order
+
+
+@functools.lru_cache(maxsize=4)
+def _cached_epoch_order(n: int, seed: int, epoch: int) -> np.ndarray:
+  """`epoch_order`, computed once per epoch rather than once per step (thread-safe; each
+  worker process of the Grain pipeline keeps its own)."""
+  order = epoch_order(n, seed, epoch)
+  order.flags.writeable = False
+  return order
+
+
+def train_rows(n: int, batch_size: int, seed: int, step: int) -> np.ndarray:
+  """The row ids of training batch `step`: a pure function of (n, batch_size, seed, step),
+  shared by `train_batches` and the Grain pipeline (lra/pipeline.py)."""
   steps_per_epoch = n // batch_size  # the remainder of each epoch is reshuffled, not lost
+  epoch, index = divmod(step, steps_per_epoch)
+  return _cached_epoch_order(n, seed, epoch)[index * batch_size:(index + 1) * batch_size]
+
+
+def train_batches(split: Split, batch_size: int, seed: int,
+                  start_step: int = 0) -> Iterator[dict[str, np.ndarray]]:
+  """Endless shuffled batches; batch `s` depends only on (seed, s), so a resumed run
+  starting at `start_step` sees exactly the batches an uninterrupted run would."""
+  check_train_split(split, batch_size)
   step = start_step
   while True:
-    epoch, index = divmod(step, steps_per_epoch)
-    order = np.random.default_rng([seed, epoch]).permutation(n)
-    yield split.batch(order[index * batch_size:(index + 1) * batch_size])
+    yield split.batch(train_rows(len(split), batch_size, seed, step))
     step += 1
+
+
+def eval_batch_count(n: int, batch_size: int, max_batches: int | None = None) -> int:
+  """How many evaluation batches cover `n` rows (at most `max_batches` when it is > 0)."""
+  count = -(-n // batch_size)
+  if max_batches is not None and max_batches > 0:
+    count = min(count, max_batches)
+  return count
+
+
+def eval_rows(n: int, batch_size: int, index: int) -> tuple[np.ndarray, np.ndarray]:
+  """(rows, valid) of evaluation batch `index`: rows in order, the last batch padded with
+  row 0 and `valid` False on exactly the padded rows."""
+  rows = np.arange(index * batch_size, min((index + 1) * batch_size, n))
+  valid = np.ones(batch_size, bool)
+  if len(rows) < batch_size:
+    valid[len(rows):] = False
+    rows = np.concatenate([rows, np.zeros(batch_size - len(rows), rows.dtype)])
+  return rows, valid
 
 
 def eval_batches(split: Split, batch_size: int,
                  max_batches: int | None = None) -> Iterator[dict[str, np.ndarray]]:
   """The split in order, once; the last batch padded to `batch_size` with `valid` False."""
-  n = len(split)
-  count = -(-n // batch_size)
-  if max_batches is not None and max_batches > 0:
-    count = min(count, max_batches)
-  for b in range(count):
-    rows = np.arange(b * batch_size, min((b + 1) * batch_size, n))
-    valid = np.ones(batch_size, bool)
-    if len(rows) < batch_size:
-      valid[len(rows):] = False
-      rows = np.concatenate([rows, np.zeros(batch_size - len(rows), rows.dtype)])
+  for b in range(eval_batch_count(len(split), batch_size, max_batches)):
+    rows, valid = eval_rows(len(split), batch_size, b)
     batch = split.batch(rows)
     batch["valid"] = valid
     yield batch
@@ -119,7 +156,6 @@ class TaskData:
   max_length: int
   pair: bool = False
   notes: str = ""
-  make_train_iter: Callable[..., Iterator] | None = None
   skipped: dict[str, dict[str, int]] = dataclasses.field(default_factory=dict)
 
   def __post_init__(self):
