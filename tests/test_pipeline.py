@@ -6,6 +6,7 @@ evaluation shards sum to the single-host totals; device_prefetch keeps order and
 the errors name their numbers. Every example's row index is stored as its target, so a batch
 says which rows it holds."""
 import itertools
+import pickle
 
 import numpy as np
 import orbax.checkpoint as ocp
@@ -235,3 +236,24 @@ def test_split_smaller_than_a_batch(split):
   with pytest.raises(ValueError, match=r"split 'train' has 20 examples, fewer than batch "
                                        r"size 32"):
     pipeline.train_input(split, 32, seed=0)
+
+
+def test_memory_mapped_splits_travel_to_workers_as_files(split, tmp_path):
+  from lra.pathfinder import RowView  # pylint: disable=import-outside-toplevel
+  for name in ("inputs", "inputs2"):
+    np.save(tmp_path / f"{name}.npy", getattr(split, name))
+  mapped = batches.Split(
+      "train", np.load(tmp_path / "inputs.npy", mmap_mode="r"), split.lengths, split.targets,
+      inputs2=RowView(np.load(tmp_path / "inputs2.npy", mmap_mode="r"), np.arange(20)),
+      lengths2=split.lengths2)
+  make = pipeline._TrainBatch  # pylint: disable=protected-access
+  sent = pickle.dumps(make(mapped, 6, 2, slice(0, 6)))
+  for name in ("inputs", "inputs2"):  # the file's name travels, not its content
+    assert str(tmp_path / f"{name}.npy").encode() in sent
+    assert getattr(split, name).tobytes() not in sent
+  assert split.inputs.tobytes() in pickle.dumps(make(split, 6, 2, slice(0, 6)))  # in memory
+  received = pickle.loads(sent)
+  assert isinstance(received.split.inputs, np.memmap)
+  assert isinstance(received.split.inputs2.array, np.memmap)
+  assert_batches_equal([received(s) for s in range(5)],
+                       take(batches.train_batches(split, 6, 2), 5), PAIR_KEYS)
