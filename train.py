@@ -27,11 +27,11 @@ import ml_collections
 import numpy as np
 import optax
 from flax.training import train_state
-from jax.sharding import Mesh, NamedSharding, PartitionSpec
+from jax.sharding import NamedSharding, PartitionSpec
 
 from lra import batches as batch_lib
-from lra import optim, run_log
-from lra.checkpoints import RunCheckpoints
+from lra import faults, optim, parallel, pipeline, run_log
+from lra.checkpoints import CheckpointDiskFull, RunCheckpoints
 from lra.tasks import load_task
 from models import build_model
 
@@ -59,45 +59,100 @@ def example_batch(task: batch_lib.TaskData, batch_size: int) -> dict:
   return {k: v for k, v in batch.items() if k != "targets"}
 
 
-def create_state(config, task, model) -> TrainState:
+def state_initializer(config, task, model):
+  """A function of no arguments that builds the initial TrainState (to jit into its shardings).
+  Parameters are float32 whatever `config.model.dtype` is (the modules' param_dtype); so is the
+  optimizer state."""
   init_rng = jax.random.fold_in(jax.random.key(config.seed), 0)
   batch = example_batch(task, 2)
-  variables = jax.jit(lambda rng: model.init(rng, batch))(init_rng)
-  return TrainState.create(apply_fn=model.apply, params=variables["params"],
-                           tx=optim.make_optimizer(config.train),
-                           batch_stats=variables.get("batch_stats", {}))
+
+  def init() -> TrainState:
+    variables = model.init(init_rng, batch)
+    return TrainState.create(apply_fn=model.apply, params=variables["params"],
+                             tx=optim.make_optimizer(config.train),
+                             batch_stats=variables.get("batch_stats", {}))
+  return init
+
+
+def create_state(config, task, model) -> TrainState:
+  """The initial TrainState on the default device (tests, eval.py); the loop builds it sharded."""
+  return jax.jit(state_initializer(config, task, model))()
 
 
 def cross_entropy(logits, targets):
   return optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), targets)
 
 
-def train_step(state: TrainState, batch: dict, dropout_root):
-  """One optimiser step; the dropout key is derived from the step, so resuming is exact."""
+def micro_batches(batch: dict, count: int) -> dict:
+  """`[B, ...]` -> `[count, B/count, ...]`; micro-batch j holds rows j, j+count, j+2*count...
+  so that each device's rows of the data-sharded batch feed every micro-batch equally."""
+  def split(x):
+    x = x.reshape(x.shape[0] // count, count, *x.shape[1:])
+    return jnp.swapaxes(x, 0, 1)
+  return jax.tree_util.tree_map(split, batch)
+
+
+def train_step(state: TrainState, batch: dict, dropout_root, *, accum_steps: int = 1):
+  """One optimiser step; the dropout key is derived from the step, so resuming is exact.
+
+  With `accum_steps` > 1 the batch is split into that many micro-batches whose gradients are
+  averaged (a scan: activation memory of one micro-batch), so the update equals one step on
+  the whole batch (BatchNorm's running averages are updated once per micro-batch). A NaN or Inf
+  loss or gradient leaves the parameters, optimizer and BatchNorm state as they were (the step
+  counter still advances, so batch and dropout keys stay those of the step) and reports
+  `nonfinite` = 1; train.py stops or counts it (`config.train.nan_policy`)."""
   dropout_rng = jax.random.fold_in(dropout_root, state.step)
 
-  def loss_fn(params):
+  def loss_fn(params, batch_stats, batch, rng):
     variables = {"params": params}
-    if state.batch_stats:  # BatchNorm: batch statistics in training, running averages updated
+    if batch_stats:  # BatchNorm: batch statistics in training, running averages updated
       (logits, _), updates = state.apply_fn(
-          {**variables, "batch_stats": state.batch_stats}, batch, deterministic=False,
-          rngs={"dropout": dropout_rng}, mutable=["batch_stats"])
+          {**variables, "batch_stats": batch_stats}, batch, deterministic=False,
+          rngs={"dropout": rng}, mutable=["batch_stats"])
       batch_stats = updates["batch_stats"]
     else:
-      logits, _ = state.apply_fn(variables, batch, deterministic=False,
-                                 rngs={"dropout": dropout_rng})
-      batch_stats = state.batch_stats
-    return cross_entropy(logits, batch["targets"]).mean(), (logits, batch_stats)
+      logits, _ = state.apply_fn(variables, batch, deterministic=False, rngs={"dropout": rng})
+    loss = cross_entropy(logits, batch["targets"]).mean()
+    correct = (logits.argmax(-1) == batch["targets"]).mean()
+    return loss, (correct, batch_stats)
 
-  (loss, (logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-  state = state.apply_gradients(grads=grads, batch_stats=batch_stats)
-  accuracy = (logits.argmax(-1) == batch["targets"]).mean()
-  return state, {"loss": loss, "accuracy": accuracy}
+  grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+  if accum_steps == 1:
+    (loss, (accuracy, batch_stats)), grads = grad_fn(state.params, state.batch_stats, batch,
+                                                      dropout_rng)
+  else:
+    def accumulate(carry, micro):
+      grads_sum, loss_sum, correct_sum, batch_stats, index = carry
+      (loss, (correct, batch_stats)), grads = grad_fn(
+          state.params, batch_stats, micro, jax.random.fold_in(dropout_rng, index))
+      grads_sum = jax.tree_util.tree_map(jnp.add, grads_sum, grads)
+      return (grads_sum, loss_sum + loss, correct_sum + correct, batch_stats, index + 1), None
+
+    zeros = jax.tree_util.tree_map(jnp.zeros_like, state.params)
+    init = (zeros, jnp.float32(0), jnp.float32(0), state.batch_stats, jnp.int32(0))
+    (grads, loss, accuracy, batch_stats, _), _ = jax.lax.scan(
+        accumulate, init, micro_batches(batch, accum_steps))
+    grads = jax.tree_util.tree_map(lambda g: g / accum_steps, grads)
+    loss, accuracy = loss / accum_steps, accuracy / accum_steps
+
+  finite = jnp.isfinite(loss) & jnp.all(jnp.asarray(
+      [jnp.isfinite(g).all() for g in jax.tree_util.tree_leaves(grads)]))
+  updated = state.apply_gradients(grads=grads, batch_stats=batch_stats)
+  keep = lambda new, old: jnp.where(finite, new, old)
+  state = updated.replace(params=jax.tree_util.tree_map(keep, updated.params, state.params),
+                          opt_state=jax.tree_util.tree_map(keep, updated.opt_state,
+                                                           state.opt_state),
+                          batch_stats=jax.tree_util.tree_map(keep, updated.batch_stats,
+                                                             state.batch_stats))
+  return state, {"loss": loss, "accuracy": accuracy,
+                 "nonfinite": 1.0 - finite.astype(jnp.float32)}
 
 
 def eval_step(variables, batch: dict, apply_fn):
   """Sums over the valid rows of a (possibly padded) evaluation batch; `variables` is
-  `TrainState.variables` (params, and BatchNorm's running averages where there are any)."""
+  `TrainState.variables` (params, and BatchNorm's running averages where there are any). The
+  batch is split over every host's devices and the sums are replicated: every host gets the
+  totals over all hosts' rows."""
   logits, _ = apply_fn(variables, batch, deterministic=True)
   valid = batch["valid"].astype(jnp.float32)
   return {"loss_sum": (cross_entropy(logits, batch["targets"]) * valid).sum(),
@@ -106,33 +161,46 @@ def eval_step(variables, batch: dict, apply_fn):
 
 
 class Steps:
-  """The jitted steps, written against a device mesh (batch split over 'data')."""
+  """The jitted steps over a mesh of all devices (lra/parallel.py): the batch split over
+  'data'; parameters and optimizer state replicated, or sharded over the same axis (`fsdp`)."""
 
-  def __init__(self, state: TrainState, batch_size: int):
-    devices = jax.devices()
-    if batch_size % len(devices):
-      raise ValueError(f"config.train.batch_size={batch_size} must be divisible by the "
-                       f"{len(devices)} devices of the data mesh")
-    self.mesh = Mesh(np.asarray(devices), ("data",))
+  def __init__(self, state: TrainState, batch_size: int, *, fsdp: bool = False,
+               accum_steps: int = 1, devices=None):
+    self.mesh = parallel.data_mesh(devices)
+    parallel.check_batch_split(batch_size, self.mesh)
+    if accum_steps < 1 or batch_size % accum_steps or (
+        (batch_size // accum_steps) % self.mesh.devices.size):
+      raise ValueError(
+          f"config.train.grad_accum_steps={accum_steps} must divide config.train.batch_size="
+          f"{batch_size} into micro-batches that the {self.mesh.devices.size} devices split "
+          "evenly (batch_size % (grad_accum_steps * devices) == 0)")
     self.replicated = NamedSharding(self.mesh, PartitionSpec())
-    self.data = NamedSharding(self.mesh, PartitionSpec("data"))
-    self.train = jax.jit(train_step, in_shardings=(self.replicated, self.data, None),
-                         out_shardings=(self.replicated, self.replicated), donate_argnums=0)
+    self.data = NamedSharding(self.mesh, PartitionSpec(parallel.AXIS))
+    self.state_sharding = parallel.state_shardings(state, self.mesh, fsdp)
+    self.train = jax.jit(functools.partial(train_step, accum_steps=accum_steps),
+                         in_shardings=(self.state_sharding, self.data, None),
+                         out_shardings=(self.state_sharding, self.replicated), donate_argnums=0)
     self.eval = jax.jit(functools.partial(eval_step, apply_fn=state.apply_fn),
-                        in_shardings=(self.replicated, self.data),
-                        out_shardings=self.replicated)
+                        in_shardings=(None, self.data), out_shardings=self.replicated)
+
+  def init_state(self, initializer) -> TrainState:
+    """Builds the initial state directly in its shardings (no host holds all of FSDP's)."""
+    return jax.jit(initializer, out_shardings=self.state_sharding)()
 
   def put_state(self, state):
-    return jax.device_put(state, self.replicated)
+    return jax.device_put(state, self.state_sharding)
 
   def put_batch(self, batch):
-    return jax.device_put(batch, self.data)
+    """This process's rows of a batch -> a global array split over the mesh."""
+    return parallel.put_global_batch(batch, self.data)
 
 
 def evaluate(steps: Steps, variables: dict, split: batch_lib.Split, batch_size: int,
              max_batches: int = 0) -> dict:
   totals = {"loss_sum": 0.0, "correct": 0.0, "count": 0.0}
-  for batch in batch_lib.eval_batches(split, batch_size, max_batches or None):
+  for batch in pipeline.eval_input(split, batch_size, process_index=jax.process_index(),
+                                   process_count=jax.process_count(),
+                                   max_batches=max_batches or None):
     out = jax.device_get(steps.eval(variables, steps.put_batch(batch)))
     for key in totals:
       totals[key] += float(out[key])
@@ -155,89 +223,187 @@ def compiled_memory_bytes(compiled) -> int | None:
 
 
 # ---------------------------------------------------------------------------- the loop
+class _NoLog:
+  """What processes other than 0 log: nothing (process 0 writes metrics and TensorBoard)."""
+
+  def write(self, *args):
+    pass
+
+  def close(self):
+    pass
+
+
+class _Profile:
+  """`config.train.profile_steps = (first, last)`: a JAX profiler trace of those steps (1-based,
+  inclusive) in the run's TensorBoard folder (its Profile tab, with tensorboard-plugin-profile)."""
+
+  def __init__(self, steps, logdir: Path):
+    self.first, self.last = (int(steps[0]), int(steps[1])) if steps else (0, 0)
+    if self.first > self.last or (self.first <= 0 < self.last):
+      raise ValueError(f"config.train.profile_steps={tuple(steps)}: expected (first, last) with "
+                       "1 <= first <= last, or (0, 0) for no trace")
+    self.logdir, self.active = logdir, False
+
+  def before(self, done: int):
+    if self.first and done == self.first:
+      jax.profiler.start_trace(str(self.logdir))
+      self.active = True
+
+  def after(self, done: int, metrics):
+    if self.active and done >= self.last:
+      jax.block_until_ready(metrics)
+      jax.profiler.stop_trace()
+      self.active = False
+      print(f"profiler trace of steps {self.first}-{self.last} written to {self.logdir}",
+            flush=True)
+
+  def close(self):
+    if self.active:
+      jax.profiler.stop_trace()
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -> dict:
-  """Trains, evaluates, checkpoints; returns (and writes) the run's results.json."""
+  """Trains, evaluates, checkpoints; returns (and writes) the run's results.json.
+
+  Raises `faults.Preempted` after saving a checkpoint when SIGTERM/SIGINT arrives, and
+  `faults.NonFiniteLoss` on a NaN/Inf loss or gradient under nan_policy "stop"."""
   from tqdm import tqdm  # pylint: disable=import-outside-toplevel
 
   started = time.time()
+  main_process = parallel.is_main_process()
   workdir = Path(workdir)
   workdir.mkdir(parents=True, exist_ok=True)
-  run_log.check_or_write_config(workdir, config)
+  if main_process:
+    run_log.check_or_write_config(workdir, config)
   task = load_task(config)
   logging.info(task.describe())
-  print(task.describe(), flush=True)
+  if main_process:
+    print(task.describe(), flush=True)
   cfg = config.train
+  if cfg.nan_policy not in ("stop", "skip"):
+    raise ValueError(f"config.train.nan_policy={cfg.nan_policy!r}; expected 'stop' or 'skip'")
+  profile = _Profile(cfg.profile_steps, workdir / "tensorboard")
 
   model = model_for(config, task)
-  state = create_state(config, task, model)
+  initializer = state_initializer(config, task, model)
+  steps = Steps(jax.eval_shape(initializer), cfg.batch_size, fsdp=cfg.fsdp,
+                accum_steps=cfg.grad_accum_steps)
+  state = steps.init_state(initializer)
   checkpoints = RunCheckpoints(workdir, cfg.keep_checkpoints)
-  meta = {"best_accuracy": -1.0, "best_step": 0}
-  restored = checkpoints.restore("latest", state)
+  meta = {"best_accuracy": -1.0, "best_step": 0, "skipped_steps": 0}
+  make_input = lambda start: pipeline.train_input(
+      task.splits["train"], cfg.batch_size, config.seed, start_step=start,
+      process_index=jax.process_index(), process_count=jax.process_count(),
+      workers=cfg.input_workers, prefetch=cfg.prefetch_batches)
+  train_iter = make_input(0)
+  restored = checkpoints.restore("latest", state, input_iter=train_iter)
   if restored is not None:
     state, meta, _ = restored
-    print(f"resuming from step {int(state.step)} ({workdir / 'checkpoints'})", flush=True)
+    meta.setdefault("skipped_steps", 0)
+    if not checkpoints.restored_input:  # a checkpoint from before the pipeline kept its state
+      train_iter = make_input(int(state.step))
+    if main_process:
+      print(f"resuming from step {int(state.step)} ({workdir / 'checkpoints'})", flush=True)
   start_step = int(state.step)
-  steps = Steps(state, cfg.batch_size)
-  state = steps.put_state(state)
   dropout_root = jax.random.fold_in(jax.random.key(config.seed), 1)
-  log = run_log.MetricsLog(workdir, start_step)
+  log = run_log.MetricsLog(workdir, start_step) if main_process else _NoLog()
 
-  train_iter = batch_lib.train_batches(task.splits["train"], cfg.batch_size, config.seed,
-                                       start_step)
-  window, window_start, timed_steps, timed_seconds = [], time.time(), 0, 0.0
+  consumed = pipeline.ConsumedState(train_iter)  # the input state of the batches stepped on
+  batches = pipeline.device_prefetch(consumed, steps.put_batch, cfg.prefetch_batches)
+  # The steps since the last train log record; a checkpoint between log records keeps them
+  # (meta["window"]), so a resumed run logs the same records as an uninterrupted one.
+  window = [{k: np.float32(v) for k, v in m.items()} for m in meta.pop("window", [])]
+  window_start, timed_steps, timed_seconds, compiled_window = time.time(), 0, 0.0, False
+  window_first = start_step + 1 - len(window)
   memory_bytes, compiled_train = None, None
   schedule = optim.learning_rate_schedule(cfg)
   final_validation = None  # the loop's last evaluation, when it covers the whole split
+  last_saved = start_step if restored is not None else None
+
+  def check_window():
+    """Stops on a non-finite step (policy "stop") before anything after it is saved."""
+    if cfg.nan_policy != "stop" or not window:
+      return
+    bad = faults.first_nonfinite(jax.device_get(window), window_first)
+    if bad is not None:
+      last = (str(workdir / "checkpoints" / str(last_saved)) if last_saved is not None
+              else "none (no checkpoint was written yet)")
+      raise faults.NonFiniteLoss(faults.nonfinite_message(*bad, last))
+
   bar = tqdm(range(start_step, cfg.num_train_steps), initial=start_step,
              total=cfg.num_train_steps, desc=f"{config.model.attention}/{config.task}",
-             dynamic_ncols=True)
+             dynamic_ncols=True, disable=not main_process)
   try:
-    for step in bar:
-      batch = steps.put_batch(next(train_iter))
-      if compiled_train is None:  # compile once; every batch has the same shapes
-        compiled_train = steps.train.lower(state, batch, dropout_root).compile()
-        memory_bytes = compiled_memory_bytes(compiled_train)
-        malloc.limit_to_step(memory_bytes)  # bounded heap for big steps: see lra/malloc.py
-      state, metrics = compiled_train(state, batch, dropout_root)
-      window.append(metrics)
-      done = step + 1
-      if done % cfg.log_every == 0 or done == cfg.num_train_steps:
-        values = jax.device_get(window)
-        elapsed = time.time() - window_start
-        if step > start_step:  # the first window holds compilation
-          timed_steps, timed_seconds = timed_steps + len(window), timed_seconds + elapsed
-        mean = {k: float(np.mean([v[k] for v in values])) for k in values[0]}
-        mean["steps_per_s"] = len(window) / max(elapsed, 1e-9)
-        mean["learning_rate"] = float(schedule(step))
-        log.write(done, "train", mean)
-        bar.set_postfix(loss=f"{mean['loss']:.3f}", acc=f"{mean['accuracy']:.3f}",
-                        steps_s=f"{mean['steps_per_s']:.1f}")
-        window, window_start = [], time.time()
-      if done % cfg.eval_every == 0 or done == cfg.num_train_steps:
-        result = evaluate(steps, state.variables, task.splits["validation"], cfg.batch_size,
-                          cfg.eval_batches)
-        log.write(done, "validation", {k: result[k] for k in ("accuracy", "loss")})
-        if done == cfg.num_train_steps and not cfg.eval_batches:
-          final_validation = result
-        if result["accuracy"] > meta["best_accuracy"]:
-          meta = {"best_accuracy": result["accuracy"], "best_step": done}
-          checkpoints.save_best(done, state, meta)
-        window_start = time.time()
-      if done % cfg.checkpoint_every == 0 or done == cfg.num_train_steps:
-        checkpoints.save_latest(done, state, meta)
-        window_start = time.time()
+    with faults.PreemptionGuard() as preemption:
+      for step in bar:
+        batch = next(batches)
+        if compiled_train is None:  # compile once; every batch has the same shapes
+          compiled_train = steps.train.lower(state, batch, dropout_root).compile()
+          memory_bytes = compiled_memory_bytes(compiled_train)
+          malloc.limit_to_step(memory_bytes)  # bounded heap for big steps: see lra/malloc.py
+        done = step + 1
+        profile.before(done)
+        state, metrics = compiled_train(state, batch, dropout_root)
+        profile.after(done, metrics)
+        consumed.advance()
+        window.append(metrics)
+        if done % cfg.log_every == 0 or done == cfg.num_train_steps:
+          check_window()
+          values = jax.device_get(window)
+          elapsed = time.time() - window_start
+          if compiled_window:  # the first window after a start holds compilation
+            timed_steps, timed_seconds = timed_steps + len(window), timed_seconds + elapsed
+          else:  # used only when the run has no other window
+            compiled_window = (len(window), elapsed)
+          skipped = int(sum(v["nonfinite"] for v in values))
+          meta["skipped_steps"] += skipped
+          finite = [v for v in values if not v["nonfinite"]] or values
+          mean = {k: float(np.mean([v[k] for v in finite])) for k in ("loss", "accuracy")}
+          mean["skipped_steps"] = skipped
+          mean["steps_per_s"] = len(window) / max(elapsed, 1e-9)
+          mean["learning_rate"] = float(schedule(step))
+          log.write(done, "train", mean)
+          bar.set_postfix(loss=f"{mean['loss']:.3f}", acc=f"{mean['accuracy']:.3f}",
+                          steps_s=f"{mean['steps_per_s']:.1f}")
+          window, window_start, window_first = [], time.time(), done + 1
+        if done % cfg.eval_every == 0 or done == cfg.num_train_steps:
+          check_window()
+          result = evaluate(steps, state.variables, task.splits["validation"], cfg.batch_size,
+                            cfg.eval_batches)
+          log.write(done, "validation", {k: result[k] for k in ("accuracy", "loss")})
+          if done == cfg.num_train_steps and not cfg.eval_batches:
+            final_validation = result
+          if result["accuracy"] > meta["best_accuracy"]:
+            meta = {**meta, "best_accuracy": result["accuracy"], "best_step": done}
+            checkpoints.save_best(done, state, meta)
+          window_start = time.time()
+        stop = preemption.requested(done) and done < cfg.num_train_steps
+        if done % cfg.checkpoint_every == 0 or done == cfg.num_train_steps or stop:
+          check_window()
+          pending = [{k: float(v) for k, v in m.items()} for m in jax.device_get(window)]
+          checkpoints.save_latest(done, state, {**meta, "window": pending}, input_iter=consumed)
+          last_saved = done
+          window_start = time.time()
+        if stop:
+          raise faults.Preempted(done, preemption.signum, str(workdir / "checkpoints" / str(done)))
   finally:
+    profile.close()
     bar.close()
     log.close()
 
   results = {"task": config.task, "attention": config.model.attention,
              "steps": int(state.step), "parameters": count_params(state.params),
-             "splits": {}, "best_validation": meta, "task_sizes": task.sizes(),
+             "splits": {}, "best_validation": {k: meta[k] for k in ("best_accuracy",
+                                                                     "best_step")},
+             "skipped_steps": meta["skipped_steps"],  # non-finite steps (nan_policy "skip")
+             "task_sizes": task.sizes(),
              "skipped_examples": task.skipped,  # e.g. Pathfinder's empty PNGs, per split
-             "steps_per_s": timed_steps / timed_seconds if timed_seconds else None,
+             "steps_per_s": (timed_steps / timed_seconds if timed_seconds else
+                             compiled_window[0] / compiled_window[1] if compiled_window else None),
              "compiled_train_step_memory_bytes": memory_bytes,
              "peak_rss_bytes": run_log.peak_rss_bytes(), "versions": run_log.versions(),
-             "devices": [str(d) for d in jax.devices()], "config": config.to_dict()}
+             "devices": [str(d) for d in jax.devices()], "processes": jax.process_count(),
+             "config": config.to_dict()}
   results["splits"]["validation"] = final_validation or evaluate(
       steps, state.variables, task.splits["validation"], cfg.batch_size)
   if task.splits["test"].inputs is task.splits["validation"].inputs:  # e.g. IMDb
@@ -251,9 +417,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
   if best is not None:  # the final state is often the best one: no second evaluation then
     results["test_at_best_validation"] = (
         dict(results["splits"]["test"]) if best[2] == results["steps"] else
-        evaluate(steps, steps.put_state(best[0]).variables, task.splits["test"], cfg.batch_size))
+        evaluate(steps, best[0].variables, task.splits["test"], cfg.batch_size))
   checkpoints.close()
   results["wall_time_s"] = time.time() - started
+  if not main_process:
+    return results
   previous = workdir / "results.json"
   if previous.exists():  # keep what eval.py added
     old = json.loads(previous.read_text())
@@ -277,6 +445,10 @@ def main():
   config_flags.DEFINE_config_file("config", None, "A config file, e.g. configs/x.py:quick",
                                   lock_config=True)
   flags.DEFINE_string("workdir", None, "Run directory (created; resumed when it exists).")
+  flags.DEFINE_string("coordinator", "", "Multi-host: host:port of process 0 (with "
+                      "--num_processes and --process_id); SLURM and TPU pods are detected.")
+  flags.DEFINE_integer("num_processes", 0, "Multi-host: the number of processes.")
+  flags.DEFINE_integer("process_id", -1, "Multi-host: this process's index.")
   flags.mark_flags_as_required(["config", "workdir"])
   def run(argv):
     if len(argv) > 1:
@@ -290,7 +462,19 @@ def main():
       # Orbax and JAX are chatty at INFO; --verbosity=0 brings it back
       absl_logging.set_verbosity(absl_logging.WARNING)
       logging.getLogger().setLevel(logging.WARNING)
-    train_and_evaluate(config, flags.FLAGS.workdir)
+    try:
+      parallel.initialize_distributed(flags.FLAGS.coordinator, flags.FLAGS.num_processes,
+                                      flags.FLAGS.process_id)
+    except ValueError as error:
+      cli.fail(error)
+    try:
+      train_and_evaluate(config, flags.FLAGS.workdir)
+    except faults.Preempted as stopped:  # a clean stop: the checkpoint is saved
+      print(f"train.py: {stopped}", file=sys.stderr, flush=True)
+      sys.exit(stopped.exit_status)
+    except (faults.NonFiniteLoss, CheckpointDiskFull) as error:
+      print(f"train.py: error: {error}", file=sys.stderr, flush=True)
+      sys.exit(1)
 
   # A command-line mistake (misspelt field, wrong type, unknown preset) is one line, no traceback.
   app.run(run, flags_parser=cli.parse_flags)

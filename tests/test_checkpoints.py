@@ -1,7 +1,9 @@
 """lra.checkpoints.RunCheckpoints: an exact round trip of a train state (params of several
 dtypes, optimiser state, step) and its meta; latest and best kept apart; the newest `keep`
 latest ones and one best kept, across a reopened run too; no checkpoint -> None; a killed
-save's temporary folder ignored; a damaged checkpoint is an error naming its folder."""
+save's temporary folder ignored; a damaged newest checkpoint falls back to the previous one; a
+damaged only checkpoint is an error naming its folder; a full disk keeps the previous one."""
+import errno
 import re
 import shutil
 
@@ -12,7 +14,8 @@ import optax
 import pytest
 from flax.training import train_state
 
-from lra.checkpoints import RunCheckpoints
+from lra import checkpoints as checkpoints_module
+from lra.checkpoints import CheckpointDiskFull, RunCheckpoints
 
 
 def make_state(seed=0):
@@ -126,25 +129,86 @@ def test_a_killed_saves_temporary_folder_is_ignored(tmp_path, state):
   assert_same_state(restored.params, state.params)
 
 
+def damage_checkpoint(folder, damage):
+  if damage == "no_state":
+    shutil.rmtree(folder / "state")
+  elif damage == "empty_step_folder":
+    shutil.rmtree(folder)
+    folder.mkdir()
+  elif damage == "truncated_arrays":  # a write cut short: every array data file half as long
+    data = [p for p in (folder / "state").rglob("*") if p.is_file() and p.parent.name == "d"]
+    assert data
+    for path in data:
+      path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+  else:
+    (folder / "meta" / "metadata").write_text("{not json")
+
+
 @pytest.mark.parametrize("damage", ["no_state", "empty_step_folder", "bad_meta"])
-def test_a_damaged_checkpoint_is_an_error_naming_its_folder(tmp_path, state, damage):
+def test_a_damaged_only_checkpoint_is_an_error_naming_its_folder(tmp_path, state, damage):
   checkpoints = RunCheckpoints(tmp_path)
   checkpoints.save_latest(3, state, {"best_step": 0})
   checkpoints.close()
   folder = tmp_path / "checkpoints" / "3"
-  if damage == "no_state":
-    shutil.rmtree(folder / "state")
-  elif damage == "empty_step_folder":
-    folder = tmp_path / "checkpoints" / "5"
-    folder.mkdir()
-  else:
-    (folder / "meta" / "metadata").write_text("{not json")
+  damage_checkpoint(folder, damage)
   reopened = RunCheckpoints(tmp_path)
   expected = rf"checkpoint {re.escape(str(folder))} \(latest, step \d+\) could not be restored"
   with pytest.raises(ValueError, match=expected) as error:
     reopened.restore("latest", state)
   reopened.close()
   assert "delete" in str(error.value)
+  assert folder.exists()  # nothing restores: nothing is moved (it may be a different model)
+
+
+@pytest.mark.parametrize("damage", ["truncated_arrays", "empty_step_folder", "bad_meta"])
+def test_a_damaged_newest_checkpoint_falls_back_to_the_previous(tmp_path, damage, capsys):
+  older, newer = make_state(seed=1), make_state(seed=2)
+  checkpoints = RunCheckpoints(tmp_path, keep=2)
+  checkpoints.save_latest(3, older, {"best_step": 3})
+  checkpoints.save_latest(6, newer, {"best_step": 6})
+  checkpoints.close()
+  damage_checkpoint(tmp_path / "checkpoints" / "6", damage)
+  reopened = RunCheckpoints(tmp_path, keep=2)
+  restored, meta, step = reopened.restore("latest", newer)
+  assert (step, meta) == (3, {"best_step": 3})
+  assert_same_state(restored.params, older.params)
+  warning = " ".join(capsys.readouterr().err.split())
+  assert f"checkpoint {tmp_path / 'checkpoints' / '6'} (latest, step 6) could not be" in warning
+  assert "Resuming from the previous checkpoint (step 3)" in warning
+  # the damaged one is kept aside for inspection, out of the manager's way: step 6 saves again
+  assert (tmp_path / "checkpoints_damaged" / "6").is_dir()
+  assert step_dirs(tmp_path / "checkpoints") == [3]
+  reopened.save_latest(6, newer, {"best_step": 6})
+  again, _, step = reopened.restore("latest", older)
+  reopened.close()
+  assert step == 6
+  assert_same_state(again.params, newer.params)
+
+
+def test_a_full_disk_keeps_the_previous_checkpoint(tmp_path, state, monkeypatch):
+  checkpoints = RunCheckpoints(tmp_path, keep=1)
+  checkpoints.save_latest(3, state, {"best_step": 3})
+  manager_save = type(checkpoints.latest).save
+
+  def full_disk(manager, step, *args, **kwargs):  # Orbax has begun its temporary folder
+    (tmp_path / "checkpoints" / f"{step}.orbax-checkpoint-tmp-99").mkdir()
+    raise RuntimeError("tensorstore write failed") from OSError(errno.ENOSPC,
+                                                                "No space left on device")
+
+  monkeypatch.setattr(type(checkpoints.latest), "save", full_disk)
+  with pytest.raises(CheckpointDiskFull) as error:
+    checkpoints.save_latest(6, make_state(seed=5), {"best_step": 6})
+  message = str(error.value)
+  assert f"disk full while writing checkpoint step 6 to {tmp_path / 'checkpoints'}" in message
+  assert f"the previous checkpoint {tmp_path / 'checkpoints' / '3'} is intact" in message
+  assert not list((tmp_path / "checkpoints").glob("6.*"))  # the partial write is removed
+  monkeypatch.setattr(type(checkpoints.latest), "save", manager_save)
+  restored, _, step = checkpoints.restore("latest", make_state(seed=7))
+  checkpoints.close()
+  assert step == 3
+  assert_same_state(restored.params, state.params)
+  # any other failure is not called a full disk
+  assert not checkpoints_module._is_disk_full(RuntimeError("permission denied"))
 
 
 def test_restoring_into_a_different_model_is_an_error_naming_the_folder(tmp_path, state):

@@ -1,4 +1,5 @@
-"""train.py: an end-to-end tiny run, its run directory, and exact resume after SIGKILL."""
+"""train.py: an end-to-end tiny run, its run directory, and exact resume after SIGKILL and
+after SIGTERM (preemption)."""
 import json
 import os
 import signal
@@ -119,35 +120,55 @@ def test_tiny_run_writes_a_self_describing_run_dir(tmp_path, cache_dir, monkeypa
   assert len(train_loss) == 6 and train_loss[-1] < train_loss[0] - 0.05, train_loss
 
 
-def test_resume_after_sigkill_matches_uninterrupted_run(tmp_path, cache_dir):
-  full, killed = tmp_path / "full", tmp_path / "killed"
-  done = run_train(full, cache_dir)
-  assert done.returncode == 0, done.stderr[-3000:]
-
-  proc = run_train(killed, cache_dir, wait=False)
+def interrupt(workdir, cache_dir, signum, at_checkpoint=40):
+  """Starts a run and sends `signum` once its checkpoint `at_checkpoint` exists."""
+  proc = run_train(workdir, cache_dir, wait=False)
   deadline = time.time() + 300
-  while not (killed / "checkpoints" / "40").exists():
-    assert proc.poll() is None, "run ended before it could be killed"
+  while not (workdir / "checkpoints" / str(at_checkpoint)).exists():
+    assert proc.poll() is None, "run ended before it could be interrupted"
     assert time.time() < deadline
     time.sleep(0.02)
-  proc.send_signal(signal.SIGKILL)
+  proc.send_signal(signum)
   proc.wait()
-  assert not (killed / "results.json").exists()
-  interrupted_at = max(int(p.name) for p in (killed / "checkpoints").iterdir() if p.name.isdigit())
-  assert interrupted_at < 240
+  return proc.returncode
 
-  resumed = run_train(killed, cache_dir)
-  assert resumed.returncode == 0, resumed.stderr[-3000:]
-  assert f"resuming from step {interrupted_at}" in resumed.stdout
 
-  a = json.loads((full / "results.json").read_text())
-  b = json.loads((killed / "results.json").read_text())
-  assert a["splits"] == b["splits"]
-  assert a["best_validation"] == b["best_validation"]
-  assert a["test_at_best_validation"] == b["test_at_best_validation"]
+def test_resume_after_sigkill_or_sigterm_matches_uninterrupted_run(tmp_path, cache_dir):
+  """SIGKILL: the newest checkpoint survives. SIGTERM (preemption): the run finishes its step,
+  saves a checkpoint at that step (not a multiple of checkpoint_every, mid log window) and exits
+  with 128 + 15. Either way the resumed run ends exactly as the uninterrupted one: same
+  results, same metrics.jsonl records."""
+  full = tmp_path / "full"
+  done = run_train(full, cache_dir)
+  assert done.returncode == 0, done.stderr[-3000:]
   strip = lambda r: {k: v for k, v in r.items() if k != "steps_per_s"}
   metrics = lambda d: [strip(json.loads(l)) for l in (d / "metrics.jsonl").read_text().splitlines()]
-  assert metrics(full) == metrics(killed)
+  a = json.loads((full / "results.json").read_text())
+
+  for signum in (signal.SIGKILL, signal.SIGTERM):
+    stopped = tmp_path / signal.Signals(signum).name
+    returncode = interrupt(stopped, cache_dir, signum)
+    assert not (stopped / "results.json").exists()
+    interrupted_at = max(int(p.name) for p in (stopped / "checkpoints").iterdir()
+                         if p.name.isdigit())
+    assert 40 <= interrupted_at < 240
+    if signum == signal.SIGKILL:
+      assert returncode == -signal.SIGKILL
+    else:  # a clean stop: status 143, a message, a checkpoint of the step it stopped at
+      assert returncode == 128 + signal.SIGTERM
+      meta = json.loads((stopped / "checkpoints" / str(interrupted_at) / "meta" / "metadata")
+                        .read_text())
+      assert len(meta["window"]) == interrupted_at % 10  # the unlogged steps are kept
+      assert (stopped / "checkpoints" / str(interrupted_at) / "input").is_dir()
+
+    resumed = run_train(stopped, cache_dir)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert f"resuming from step {interrupted_at}" in resumed.stdout
+    b = json.loads((stopped / "results.json").read_text())
+    assert a["splits"] == b["splits"]
+    assert a["best_validation"] == b["best_validation"]
+    assert a["test_at_best_validation"] == b["test_at_best_validation"]
+    assert metrics(full) == metrics(stopped)
   # and the 240 steps learned: the training loss of the last window is well below the first's
   train_loss = [r["loss"] for r in metrics(full) if r["split"] == "train"]
   assert train_loss[-1] < 0.9 * train_loss[0], train_loss
@@ -198,11 +219,14 @@ def test_the_train_step_updates_parameters_and_fits_one_batch(cache_dir):
 
 
 def test_batch_not_divisible_by_the_devices_is_named():
-  """With two (forced host) devices, a batch of 3 cannot be split over the data mesh."""
-  script = ("import train, types; import jax; assert len(jax.devices()) == 2\n"
-            "train.Steps(types.SimpleNamespace(apply_fn=None), 4)\n"
-            "try:\n  train.Steps(types.SimpleNamespace(apply_fn=None), 3)\n"
-            "except ValueError as e:\n  print('ERROR', e)\n")
+  """With two (forced host) devices, a batch of 3 cannot be split over the data mesh, nor a
+  batch of 4 into 4 micro-batches of 1 over 2 devices."""
+  script = ("import train, jax, jax.numpy as jnp; assert len(jax.devices()) == 2\n"
+            "state = train.TrainState(step=0, apply_fn=None, params={}, tx=None, opt_state=())\n"
+            "train.Steps(state, 4)\n"
+            "for size, accum in ((3, 1), (4, 4)):\n"
+            "  try:\n    train.Steps(state, size, accum_steps=accum)\n"
+            "  except ValueError as e:\n    print('ERROR', e)\n")
   env = dict(os.environ, JAX_PLATFORMS="cpu",
              XLA_FLAGS=os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=2")
   out = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env, capture_output=True,
@@ -210,3 +234,5 @@ def test_batch_not_divisible_by_the_devices_is_named():
   assert out.returncode == 0, out.stderr[-3000:]
   assert ("ERROR config.train.batch_size=3 must be divisible by the 2 devices of the data mesh"
           in out.stdout), out.stdout
+  assert ("ERROR config.train.grad_accum_steps=4 must divide config.train.batch_size=4 into "
+          "micro-batches that the 2 devices split evenly" in out.stdout), out.stdout
