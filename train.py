@@ -4,6 +4,14 @@ All logic is in `train_and_evaluate(config, workdir)`; `main()` only parses flag
 run started again with the same command resumes from its latest checkpoint and ends with the
 same metrics as an uninterrupted run: batches, dropout keys and evaluation depend only on the
 seed and the step.
+
+Scale-out (README "Scale out and faults"): the step runs over a mesh of every device of every
+host (lra/parallel.py; data parallel, or FSDP with `config.train.fsdp`), several hosts through
+`jax.distributed` (`--coordinator/--num_processes/--process_id`, a SLURM step, or
+`--distributed`), batches from the Grain pipeline (lra/pipeline.py) with its state in the
+checkpoint, `config.train.grad_accum_steps` micro-batches per step. Faults: SIGTERM/SIGINT save
+a checkpoint and exit 128+signal; a NaN/Inf step is never applied (`config.train.nan_policy`);
+damaged checkpoints and a full disk are lra/checkpoints.py's.
 """
 from __future__ import annotations
 
@@ -446,9 +454,12 @@ def main():
                                   lock_config=True)
   flags.DEFINE_string("workdir", None, "Run directory (created; resumed when it exists).")
   flags.DEFINE_string("coordinator", "", "Multi-host: host:port of process 0 (with "
-                      "--num_processes and --process_id); SLURM and TPU pods are detected.")
+                      "--num_processes and --process_id).")
   flags.DEFINE_integer("num_processes", 0, "Multi-host: the number of processes.")
   flags.DEFINE_integer("process_id", -1, "Multi-host: this process's index.")
+  flags.DEFINE_bool("distributed", False, "Multi-host: let JAX detect the cluster (Cloud TPU "
+                    "slice, SLURM, Open MPI) and start jax.distributed; a SLURM step with "
+                    "several tasks is detected without it.")
   flags.mark_flags_as_required(["config", "workdir"])
   def run(argv):
     if len(argv) > 1:
@@ -464,7 +475,7 @@ def main():
       logging.getLogger().setLevel(logging.WARNING)
     try:
       parallel.initialize_distributed(flags.FLAGS.coordinator, flags.FLAGS.num_processes,
-                                      flags.FLAGS.process_id)
+                                      flags.FLAGS.process_id, flags.FLAGS.distributed)
     except ValueError as error:
       cli.fail(error)
     try:

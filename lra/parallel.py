@@ -20,13 +20,15 @@ FSDP_MIN_SIZE = 1024
 
 
 def initialize_distributed(coordinator: str = "", num_processes: int = 0,
-                           process_id: int = -1) -> bool:
+                           process_id: int = -1, detect: bool = False) -> bool:
   """Starts `jax.distributed` when this is one of several processes; returns whether it did.
 
-  Explicit flags (`--coordinator=host:port --num_processes=N --process_id=i`) win; otherwise a
-  SLURM job step with more than one task, or a multi-host TPU slice, is detected by JAX itself
-  (`jax.distributed.initialize()` with no arguments reads their environments). A single process
-  starts nothing. Must run before anything touches a device."""
+  Explicit flags (`--coordinator=host:port --num_processes=N --process_id=i`) win. An `srun`
+  step of more than one task is detected from its environment (SLURM_STEP_NUM_TASKS; a sweep's
+  runs inside an allocation, outside srun, stay single processes); `detect` (train.py's
+  `--distributed`) lets JAX detect any cluster it knows (a multi-host Cloud TPU slice, SLURM,
+  Open MPI) with `jax.distributed.initialize()` and no arguments. Otherwise this is a single
+  process and nothing starts. Must run before anything touches a device."""
   explicit = [bool(coordinator), num_processes > 0, process_id >= 0]
   if any(explicit):
     if not all(explicit):
@@ -39,9 +41,7 @@ def initialize_distributed(coordinator: str = "", num_processes: int = 0,
     _cpu_collectives()
     jax.distributed.initialize(coordinator, num_processes, process_id)
     return True
-  slurm_tasks = int(os.environ.get("SLURM_NTASKS", "1") or 1)
-  tpu_hosts = [h for h in os.environ.get("TPU_WORKER_HOSTNAMES", "").split(",") if h]
-  if slurm_tasks > 1 or len(tpu_hosts) > 1:
+  if detect or int(os.environ.get("SLURM_STEP_NUM_TASKS", "1") or 1) > 1:
     _cpu_collectives()
     jax.distributed.initialize()
     return True

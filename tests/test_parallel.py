@@ -114,27 +114,42 @@ def test_four_devices_data_parallel_and_fsdp_give_the_one_device_loss_curve(tmp_
   np.testing.assert_allclose(losses(tmp_path / "fsdp"), losses(tmp_path / "single"), rtol=1e-4)
 
 
-def free_port() -> int:
-  with socket.socket() as s:
-    s.bind(("localhost", 0))
-    return s.getsockname()[1]
+def free_slurm_port() -> int:
+  """A free port in the range JAX derives from a SLURM job id, [61440, 65535]."""
+  for port in np.random.default_rng().permutation(np.arange(65535 - 2**12 + 1, 65536)):
+    with socket.socket() as s:
+      try:
+        s.bind(("localhost", int(port)))
+      except OSError:
+        continue
+      return int(port)
+  raise RuntimeError("no free port in [61440, 65535]")
+
+
+def slurm_step_env(process: int, port: int) -> dict:
+  """What `srun --ntasks=2` on one node gives task `process` (JAX's SLURM detection reads these;
+  the coordinator port is derived from the job id)."""
+  job_id = port - (65535 - 2**12 + 1)
+  return dict(subprocess_env(), SLURM_JOB_ID=str(job_id), SLURM_STEP_NODELIST="localhost",
+              SLURM_NTASKS="2", SLURM_STEP_NUM_TASKS="2", SLURM_PROCID=str(process),
+              SLURM_LOCALID=str(process), SLURM_STEP_NUM_NODES="1")
 
 
 def test_two_processes_under_jax_distributed_match_one_process(tmp_path, cache_dir):
-  """train.py launched as 2 processes (localhost coordinator, one CPU device each, each reading
-  its half of every batch, writing one collective checkpoint) ends with one process's results;
-  only process 0 writes metrics and results.json."""
+  """train.py launched as 2 processes of a (simulated) SLURM step: JAX's SLURM detection starts
+  jax.distributed with a localhost coordinator, one CPU device each, each process reading its
+  half of every batch and writing its part of one collective checkpoint. The run ends with one
+  process's results; only process 0 writes metrics and results.json."""
   common = [sys.executable, "train.py", "--config=configs/transformer_listops.py:tiny",
             f"--config.cache_dir={cache_dir}",
             *(f"--config.model.{k}={v}" for k, v in SIZES.items())]
   single = subprocess.run([*common, f"--workdir={tmp_path / 'one'}"], cwd=ROOT,
                           env=subprocess_env(), capture_output=True, text=True, timeout=900)
   assert single.returncode == 0, single.stderr[-3000:]
-  port = free_port()
-  procs = [subprocess.Popen([*common, f"--workdir={tmp_path / 'two'}",
-                             f"--coordinator=localhost:{port}", "--num_processes=2",
-                             f"--process_id={i}"], cwd=ROOT, env=subprocess_env(),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+  port = free_slurm_port()
+  procs = [subprocess.Popen([*common, f"--workdir={tmp_path / 'two'}"], cwd=ROOT,
+                            env=slurm_step_env(i, port), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
            for i in range(2)]
   outputs = [p.communicate(timeout=900) for p in procs]
   for proc, (_, err) in zip(procs, outputs):
