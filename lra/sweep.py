@@ -275,6 +275,10 @@ def describe_exit(returncode: int) -> str:
     name = signal.Signals(-returncode).name
     hint = " (out of memory?)" if returncode == -signal.SIGKILL else ""
     return f"killed by {name}{hint}"
+  if returncode in (128 + signal.SIGTERM, 128 + signal.SIGINT):  # train.py's clean stop
+    name = signal.Signals(returncode - 128).name
+    return (f"stopped by {name} after saving a checkpoint (exit status {returncode}); starting "
+            "the sweep again resumes it")
   return f"exit status {returncode}"
 
 

@@ -31,6 +31,27 @@ EXERCISES: dict[str, list[str]] = {
         "ci-installs requirements.txt", TINY_RUN],
     "pip install -r requirements.txt && python -m pytest -n 2 -q": [
         "ci-installs requirements.txt", "ci-runs python -m pytest -n 2 -q"],
+    # Scale out: a real :tiny run with the same switches; the multi-host launches need a
+    # cluster: the SLURM path is run by tests/test_parallel.py as a 2-task SLURM step here, the
+    # TPU and explicit-flag launches check train.py's flags.
+    "python train.py --config=configs/transformer_text.py --workdir=runs/text "
+    "--config.model.dtype=bfloat16 --config.train.fsdp=True": [
+        "python train.py --config=configs/transformer_listops.py:tiny --workdir={tmp}/run "
+        "--config.model.dtype=bfloat16 --config.train.fsdp=True"],
+    "srun --nodes=4 --ntasks-per-node=1 --gpus-per-node=8 python train.py "
+    "--config=configs/transformer_pathx.py --workdir=/shared/runs/pathx": [
+        "run-by tests/test_parallel.py::test_two_processes_under_jax_distributed_match_one_process",
+        "help-of train.py lists --config --workdir"],
+    'gcloud compute tpus tpu-vm ssh my-slice --worker=all --command="cd lra-zoo && python '
+    'train.py --config=configs/transformer_pathx.py --workdir=/mnt/shared/pathx --distributed"': [
+        "help-of train.py lists --config --workdir --distributed"],
+    "python train.py --config=configs/transformer_listops.py:quick --workdir=runs/two "
+    "--coordinator=10.0.0.1:1234 --num_processes=2 --process_id=0": [
+        "python train.py --helpfull"],
+    "python benchmarks/input_pipeline.py --tasks=listops,text,retrieval,image,pathfinder,pathx "
+    "--workers=0,2 --out=docs/input_pipeline_cpu.json": [
+        "python benchmarks/input_pipeline.py --tasks=listops,retrieval --workers=0 --steps=3 "
+        "--no_step --out={tmp}/input.json"],
     # Training and evaluation.
     "python train.py --config=configs/transformer_listops.py --workdir=runs/transformer_listops":
         [TINY_RUN],
@@ -188,6 +209,14 @@ def _exercise(readme_command: str, exercise: str, tmp_path: Path, runs: Path, ca
         _ci_text())
   elif exercise.startswith("ci-runs "):
     assert exercise.removeprefix("ci-runs ") in _ci_text()
+  elif exercise.startswith("run-by "):  # a test runs this path (named so it cannot rot)
+    path, _, name = exercise.removeprefix("run-by ").partition("::")
+    assert f"def {name}(" in (ROOT / path).read_text(), exercise
+  elif exercise.startswith("help-of "):  # `help-of train.py lists --a --b`
+    program, _, flags = exercise.removeprefix("help-of ").partition(" lists ")
+    done = _run(f"{PY} {program} --helpfull", cache, check=False)
+    for flag in flags.split():
+      assert re.search(rf"--(\[no\])?{flag[2:]}\b", done.stdout + done.stderr), (exercise, flag)
   elif exercise.startswith("tensorboard-serves"):
     _tensorboard_serves(runs, cache)
   elif exercise.startswith("offline "):

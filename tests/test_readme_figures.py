@@ -113,3 +113,21 @@ def test_quick_listops_chance_level():
   rates = {entry["results"]["test_majority_class_rate"] for entry in runs}
   assert len(runs) == 12 and len(rates) == 1
   assert_in_readme(f"set majority-class rate {100 * rates.pop():.1f}%)")
+
+
+def test_input_pipeline_figures():
+  bench = load("docs/input_pipeline_cpu.json")
+  rate = lambda workers: sorted(p["batches_per_s"] for r in bench["results"]
+                                for p in r["pipeline"] if p["workers"] == workers)
+  threads, processes = rate(0), rate(2)
+  assert_in_readme(f"pipeline builds {threads[0]:,.0f}-{threads[-1]:,.0f} batches/s with threads")
+  assert_in_readme(f"and {processes[0]:,.0f}-{processes[-1]:,.0f} with 2 worker processes")
+  steps = {r["task"]: r["train_step"] for r in bench["results"]}
+  # every task's full step is over 60 s: measured-and-extrapolated, or stopped at the limit
+  for task, step in steps.items():
+    assert (step.get("extrapolated_s") or 0) > 60 or "> 60 s" in step.get("skipped", "") or (
+        "stopped after" in step.get("skipped", "")), (task, step)
+  assert_in_readme(f"about {steps['text']['extrapolated_s']:.0f} s for Text, extrapolated from "
+                   f"batch {steps['text']['runs'][0]['batch']}")
+  slowest_step_rate = 1 / 60
+  assert threads[0] / slowest_step_rate > 1e4  # "four to five orders of magnitude"

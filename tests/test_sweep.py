@@ -200,3 +200,10 @@ def test_slurm_launcher_through_submitits_local_executor(tmp_path):
   results = json.loads((workdir / "transformer_listops_seed3" / "results.json").read_text())
   assert results["config"]["seed"] == 3
   assert "$ " in (workdir / "transformer_listops_seed3" / "train.log").read_text()
+
+
+def test_a_preempted_run_is_described_as_resumable():
+  assert sweep.describe_exit(143) == ("stopped by SIGTERM after saving a checkpoint (exit status "
+                                      "143); starting the sweep again resumes it")
+  assert sweep.describe_exit(130).startswith("stopped by SIGINT after saving a checkpoint")
+  assert sweep.describe_exit(1) == "exit status 1"
