@@ -72,7 +72,10 @@ class Run:
 
   @property
   def label(self) -> str:
-    """The row name: the variant, `transformer (blocked)` for a non-dense implementation."""
+    """The row name: the variant, `transformer (blocked)`, `transformer (auto)`, ... for an
+    implementation the run's config names other than dense. A config naming none ran dense (it
+    was recorded before "auto" became the module's default: configs built by
+    `configs.defaults.attention` name every setting, so newer runs say "auto")."""
     from lra.benchmark import label  # pylint: disable=import-outside-toplevel
     kwargs = self.config.get("model", {}).get("attention_kwargs") or {}
     return label({"attention": self.attention, "kwargs": kwargs})

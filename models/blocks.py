@@ -28,6 +28,13 @@ def check_block_options(norm: str, ffn: str) -> None:
     raise ValueError(f"config.model.ffn={ffn!r}; expected one of {FFNS}")
 
 
+def check_remat(remat: bool, reversible: bool) -> None:
+  if remat and reversible:
+    raise ValueError("config.model.remat=True with config.model.reversible=True: reversible "
+                     "layers already recompute their activations in the backward pass; set "
+                     "one of them")
+
+
 def normalize(kind: str, x, mask, deterministic: bool, dtype, name: str):
   """LayerNorm, or BatchNorm over the batch's real tokens (the S4/S5 recipes' `norm: batch`),
   as a submodule `name` of the calling module (call it inside a compact method).
@@ -166,10 +173,15 @@ class Encoder(nn.Module):
   norm: str = "layer"     # block options: see EncoderBlock
   prenorm: bool = True    # the final norm is there only with pre-norm (as LRA's and S4's)
   ffn: str = "mlp"
+  # Rematerialisation (gradient checkpointing, Chen et al. 2016): each block is wrapped in
+  # nn.remat, so the backward pass recomputes its activations from its input and only the
+  # blocks' inputs are kept (about one more forward pass of compute).
+  remat: bool = False
 
   @nn.compact
   def __call__(self, tokens, mask, deterministic=True):
     check_block_options(self.norm, self.ffn)
+    check_remat(self.remat, self.reversible)
     if self.reversible and (self.norm, self.prenorm, self.ffn) != ("layer", True, "mlp"):
       raise ValueError("config.model.reversible=True has LRA's block only (norm='layer', "
                        f"prenorm=True, ffn='mlp'); got norm={self.norm!r}, "
@@ -184,13 +196,14 @@ class Encoder(nn.Module):
           self.dropout_rate, self.attention_dropout_rate, self.activation,
           self.ffn_chunk_size, dtype=self.dtype, name="reversible")(x, mask, deterministic)
     else:
+      # `deterministic` (argument 3, counting self) is static under remat: it selects code paths.
+      block = nn.remat(EncoderBlock, static_argnums=(3,)) if self.remat else EncoderBlock
       for i in range(self.num_layers):
-        x = EncoderBlock(self.num_heads, self.qkv_dim, self.mlp_dim, self.attention,
-                         self.attention_kwargs, self.causal,
-                         self.max_len + int(self.prepend_cls), self.dropout_rate,
-                         self.attention_dropout_rate, self.activation, self.dtype,
-                         self.ffn_chunk_size, self.norm, self.prenorm, self.ffn,
-                         name=f"block_{i}")(x, mask, deterministic)
+        x = block(self.num_heads, self.qkv_dim, self.mlp_dim, self.attention,
+                  self.attention_kwargs, self.causal, self.max_len + int(self.prepend_cls),
+                  self.dropout_rate, self.attention_dropout_rate, self.activation, self.dtype,
+                  self.ffn_chunk_size, self.norm, self.prenorm, self.ffn,
+                  name=f"block_{i}")(x, mask, deterministic)
     if self.prenorm:
       x = normalize(self.norm, x, mask, deterministic, self.dtype, "final_norm")
     return x, mask

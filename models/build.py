@@ -9,7 +9,9 @@ from models.dual_encoder import DualEncoderClassifier, check_interaction
 
 def build_model(model_cfg: ml_collections.ConfigDict, *, vocab_size: int, num_classes: int,
                 max_len: int, pair: bool = False):
-  """Returns a Linen module called as `model.apply(params, batch, deterministic)`."""
+  """Returns a Linen module called as `model.apply(params, batch, deterministic)`. The encoder
+  (one per model; shared by the dual encoder's towers) comes from `encoder_from_config`, which
+  also carries `model_cfg.remat` (blocks in nn.remat) and refuses remat with reversible layers."""
   if model_cfg.pooling not in ("CLS", "MEAN"):
     raise ValueError(f"config.model.pooling={model_cfg.pooling!r}; expected 'CLS' or 'MEAN'")
   if pair:  # two towers sharing one encoder (models/dual_encoder.py)

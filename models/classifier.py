@@ -9,7 +9,7 @@ import ml_collections
 
 from models import heads
 from models.attention import registry
-from models.blocks import Encoder
+from models.blocks import Encoder, check_remat
 
 
 class EncoderClassifier(nn.Module):
@@ -34,6 +34,8 @@ class EncoderClassifier(nn.Module):
 def encoder_from_config(model_cfg: ml_collections.ConfigDict, vocab_size: int,
                         max_len: int, prepend_cls: bool) -> Encoder:
   registry.check_supports(model_cfg.attention, causal=model_cfg.get("causal", False))
+  remat = model_cfg.get("remat", False)
+  check_remat(remat, model_cfg.reversible)  # at build time, before any data is read
   dtype = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}[model_cfg.dtype]
   return Encoder(vocab_size=vocab_size, emb_dim=model_cfg.emb_dim,
                  num_heads=model_cfg.num_heads, num_layers=model_cfg.num_layers,
@@ -46,4 +48,4 @@ def encoder_from_config(model_cfg: ml_collections.ConfigDict, vocab_size: int,
                  activation=model_cfg.activation, dtype=dtype,
                  reversible=model_cfg.reversible, ffn_chunk_size=model_cfg.ffn_chunk_size,
                  norm=model_cfg.norm, prenorm=model_cfg.prenorm, ffn=model_cfg.ffn,
-                 name="encoder")
+                 remat=remat, name="encoder")

@@ -1,7 +1,8 @@
 """Dual encoder for pair tasks (LRA Retrieval, Tay et al. 2021 sec. 2.2.3).
 
 Both texts go through ONE encoder (shared weights: the same `Encoder` submodule is called
-twice, so there is a single parameter set and every attention variant works unchanged), as in
+twice, so there is a single parameter set and every attention variant works unchanged; with
+`config.model.remat` its blocks are rematerialised in both towers), as in
 LRA's TransformerDualEncoder (lra_benchmarks/models/transformer/transformer.py). Each tower is
 pooled to u and v; the head (LRA's classifier_head_dual, models/layers/common_layers.py) is
 Dense(mlp) -> ReLU -> Dense(mlp / 2) -> ReLU -> Dense(classes) on the interaction features:

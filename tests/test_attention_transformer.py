@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from models.attention import registry
+from models.attention import registry, transformer
 from models.attention.blocked_softmax import blocked_softmax_attention
 from models.attention.transformer import softmax_attention
 
@@ -107,3 +107,91 @@ def compiled_bytes(impl, length):
 def test_blocked_memory_is_linear_and_below_a_quarter_of_dense():
   assert compiled_bytes("blocked", 4096) <= 0.25 * compiled_bytes("dense", 4096)
   assert compiled_bytes("blocked", 8192) / compiled_bytes("blocked", 4096) <= 2.5
+
+
+C = transformer.CPU_BLOCKED_FROM
+
+
+@pytest.mark.parametrize("backend,length,dropout,expected", [
+    ("gpu", 16, False, "xla"), ("gpu", 4 * C, False, "xla"),          # the fused kernel
+    ("gpu", C - 1, True, "dense"), ("gpu", C, True, "blocked"),      # dropout: the CPU rule
+    ("cpu", 16, False, "dense"), ("cpu", C - 1, False, "dense"), ("cpu", C, False, "blocked"),
+    ("cpu", C - 1, True, "dense"), ("cpu", 4 * C, True, "blocked"),
+    ("tpu", C - 1, False, "dense"), ("tpu", C, False, "blocked")])
+def test_choose_implementation(backend, length, dropout, expected):
+  assert transformer.choose_implementation(backend, length, dropout) == expected
+
+
+def test_auto_is_the_default_and_named_in_implementations():
+  assert transformer.SoftmaxAttention().implementation == "auto"
+  assert transformer.SoftmaxAttention().float32_softmax is True
+  assert "auto" in transformer.IMPLEMENTATIONS
+
+
+def spy_on_kernels(monkeypatch):
+  """Records which kernel each call of the module runs."""
+  called = []
+  for name in ("softmax_attention", "blocked_softmax_attention", "xla_attention"):
+    original = getattr(transformer, name)
+
+    def spy(*args, original=original, name=name, **kwargs):
+      called.append(name)
+      return original(*args, **kwargs)
+
+    monkeypatch.setattr(transformer, name, spy)
+  return called
+
+
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("length,kernel", [(C - 8, "softmax_attention"),
+                                           (C + 8, "blocked_softmax_attention")])
+def test_auto_equals_dense_on_both_sides_of_the_crossover(monkeypatch, causal, length, kernel):
+  """On this CPU "auto" runs dense below CPU_BLOCKED_FROM and blocked at or above it (chosen
+  at trace time from the static length), equal to dense to float32 tolerance, padded rows too."""
+  monkeypatch.setattr(transformer, "current_backend", lambda: "cpu")
+  q, k, v, q_mask, kv_mask = inputs(length, length)
+  called = spy_on_kernels(monkeypatch)
+  auto = registry.build_mixer("transformer", {}, causal=causal)
+  out = jax.jit(lambda q, k, v: auto.apply({}, q, k, v, q_mask=q_mask, kv_mask=kv_mask))(q, k, v)
+  assert called == [kernel]
+  expected = softmax_attention(q, k, v, q_mask=q_mask, kv_mask=kv_mask, causal=causal)
+  np.testing.assert_allclose(out, expected, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_auto_on_a_gpu_runs_the_fused_kernel_unless_weights_are_dropped(monkeypatch, causal):
+  """With the backend standing in as "gpu" (`jax.nn.dot_product_attention` runs on this CPU
+  too): the fused kernel without attention dropout, the CPU rule's dense kernel with it."""
+  monkeypatch.setattr(transformer, "current_backend", lambda: "gpu")
+  q, k, v, q_mask, kv_mask = inputs()
+  called = spy_on_kernels(monkeypatch)
+  auto = registry.build_mixer("transformer", {}, causal=causal, dropout_rate=0.2)
+  out = auto.apply({}, q, k, v, q_mask=q_mask, kv_mask=kv_mask, deterministic=True)
+  assert called == ["xla_attention"]
+  expected = softmax_attention(q, k, v, q_mask=q_mask, kv_mask=kv_mask, causal=causal)
+  valid = np.asarray(q_mask)
+  np.testing.assert_allclose(np.asarray(out)[valid], np.asarray(expected)[valid], atol=1e-5)
+  auto.apply({}, q, k, v, q_mask=q_mask, kv_mask=kv_mask, deterministic=False,
+             rngs={"dropout": jax.random.key(0)})
+  assert called == ["xla_attention", "softmax_attention"]
+
+
+@pytest.mark.parametrize("implementation", ["dense", "blocked"])
+def test_float32_softmax_is_closer_to_the_float32_reference_in_bfloat16(implementation):
+  """bfloat16 q, k, v: logits, softmax and weighted sum in float32 (the default) land closer to
+  float32 attention of the same (rounded) inputs than computing them in bfloat16; the output
+  is bfloat16 either way."""
+  q, k, v, q_mask, kv_mask = inputs(64, 64, seed=3)
+  q, k, v = ((t * scale).astype(jnp.bfloat16) for t, scale in ((q, 3.0), (k, 3.0), (v, 1.0)))
+  reference = softmax_attention(*(t.astype(jnp.float32) for t in (q, k, v)), q_mask=q_mask,
+                                kv_mask=kv_mask, causal=True)
+  errors = {}
+  for float32_softmax in (True, False):
+    mixer = registry.build_mixer("transformer", {"implementation": implementation,
+                                                 "float32_softmax": float32_softmax,
+                                                 "block_q": 16, "block_k": 16}, causal=True)
+    out = mixer.apply({}, q, k, v, q_mask=q_mask, kv_mask=kv_mask)
+    assert out.dtype == jnp.bfloat16
+    errors[float32_softmax] = float(jnp.abs(out.astype(jnp.float32) - reference).mean())
+  assert errors[True] < 0.5 * errors[False], errors
+  assert errors[True] < 4e-3, errors  # about bfloat16's rounding of the output alone

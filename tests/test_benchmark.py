@@ -257,3 +257,46 @@ def test_ratios_of_every_row_are_recomputed_from_the_raw_numbers():
       (3.2, 40 / 300))
   assert rows[7]["speedup_vs_transformer"] == pytest.approx(5.0)
   assert rows[0]["speedup_vs_transformer"] == pytest.approx(2.0)  # blocked vs dense at 64
+
+
+def test_transformer_rows_without_an_implementation_are_measured_and_named_dense(monkeypatch):
+  """"auto" is the module's default now; a `transformer` spec (or a recorded row) that names no
+  implementation is LRA's dense baseline: built with implementation='dense' explicitly and named
+  `transformer`. "auto" rows are named `transformer (auto)`."""
+  from models.attention import transformer  # pylint: disable=import-outside-toplevel
+  assert transformer.SoftmaxAttention().implementation == "auto"
+  seen = []
+  original = transformer.SoftmaxAttention.__call__
+
+  def spy(self, *args, **kwargs):
+    seen.append(self.implementation)
+    return original(self, *args, **kwargs)
+
+  monkeypatch.setattr(transformer.SoftmaxAttention, "__call__", spy)
+  spec = {"attention": "transformer", "length": 8, "batch": 1, "emb_dim": 16, "num_heads": 2,
+          "qkv_dim": 16, "mlp_dim": 32, "num_layers": 1, "block": "block", "model": "block"}
+  for kwargs, expected in (({}, "dense"), ({"implementation": "auto"}, "auto"),
+                           ({"block_q": 4}, "dense")):
+    seen.clear()
+    benchmark._module_and_batch({**spec, "kwargs": kwargs})  # pylint: disable=protected-access
+    assert seen and set(seen) == {expected}, (kwargs, seen)
+  assert benchmark.implementation_of({"attention": "transformer", "kwargs": {}}) == "dense"
+  assert benchmark.label({"attention": "transformer", "kwargs": {}}) == "transformer"
+  assert benchmark.label({"attention": "transformer", "length": 8}) == "transformer"  # recorded
+  assert benchmark.label({"attention": "transformer",
+                          "kwargs": {"implementation": "auto"}}) == "transformer (auto)"
+  assert benchmark.label({"attention": "transformer", "implementation": "auto"}) == \
+      "transformer (auto)"
+  assert "auto" in benchmark.exact_implementations("dense,auto")
+
+
+def test_lra_ratio_is_against_dense_when_auto_is_measured_too():
+  rows = [{"attention": a, "length": 8, "status": "ok", "step_time_s": t, "memory_bytes": m,
+           "implementation": i, "exact_only": e}
+          for a, i, t, m, e in (("transformer", "auto", 1.0, 100, True),
+                                ("transformer", "dense", 2.0, 400, False),
+                                ("x", None, 0.5, 50, False))]
+  auto, dense, x = benchmark.add_ratios(rows)
+  assert x["speedup_vs_transformer"] == 4.0 and x["memory_vs_transformer"] == 50 / 400
+  assert auto["speedup_vs_transformer"] == 2.0
+  assert x["fastest_exact_implementation"] == "auto" and x["speedup_vs_fastest_exact"] == 2.0

@@ -8,9 +8,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from configs import transformer_listops
+from configs import defaults, transformer_listops
 from models import build_model
+from models.attention import registry
 from models.blocks import FeedForward
+from tests.attention_cases import SMALL_KWARGS
 
 L = 10
 
@@ -122,3 +124,35 @@ def test_without_positions_the_encoder_is_permutation_equivariant(positions):
     np.testing.assert_allclose(permuted_states, states_permuted, atol=1e-5)
   else:
     assert np.abs(permuted_states - states_permuted).max() > 1e-2
+
+
+@pytest.mark.parametrize("name", registry.names())
+def test_bfloat16_models_keep_float32_parameters(name):
+  """config.model.dtype='bfloat16' is bfloat16 compute with float32 parameters, for every
+  registered mixer: the classifier's variables are all float32 (flax's param_dtype default; no
+  module creates bfloat16 parameters) and the logits are the head's float32 (its Dense layers
+  have no dtype, so float32 parameters promote the bfloat16 pooled vector). Shapes and dtypes
+  only (`jax.eval_shape`): nothing is computed."""
+  config = defaults.attention(transformer_listops.get_config("tiny"), name,
+                              **SMALL_KWARGS.get(name, {}))
+  config.model.dtype = "bfloat16"
+  model = build_model(config.model, vocab_size=16, num_classes=10, max_len=L)
+  batch = {"inputs": jnp.ones((2, L), jnp.int32), "mask": jnp.ones((2, L), bool)}
+  variables = jax.eval_shape(lambda: model.init(jax.random.key(0), batch))
+  leaves = jax.tree_util.tree_leaves_with_path(variables)
+  assert any(path[0].key == "params" for path, _ in leaves)
+  wrong = [(jax.tree_util.keystr(path), leaf.dtype) for path, leaf in leaves
+           if jnp.issubdtype(leaf.dtype, jnp.floating) and leaf.dtype != jnp.float32]
+  assert not wrong, wrong
+  hidden_dtypes = []
+
+  def record(next_fun, args, kwargs, context):
+    out = next_fun(*args, **kwargs)
+    if context.module.name == "encoder" and context.method_name == "__call__":
+      hidden_dtypes.append(out[0].dtype)
+    return out
+
+  with nn.intercept_methods(record):
+    logits, _ = jax.eval_shape(lambda v: model.apply(v, batch), variables)
+  assert hidden_dtypes == [jnp.bfloat16]  # the encoder computes in bfloat16
+  assert logits.dtype == jnp.float32 and logits.shape == (2, 10)

@@ -216,3 +216,102 @@ def test_reversible_config_builds_revnet_residuals_with_matching_gradients():
                          grads, expected)
   reversible = grads["encoder"]["reversible"]
   assert all(np.abs(np.asarray(g)).max() > 0 for g in jax.tree_util.tree_leaves(reversible))
+
+
+def _loss_and_grads(model, variables, b, mutable):
+  """Cross-entropy against fixed labels, its parameter gradients and the updated state, in
+  training mode (dropout on, BatchNorm's batch statistics), one jit."""
+  labels = jnp.arange(b["inputs"].shape[0]) % 10
+
+  def loss(params):
+    out, state = model.apply({**variables, "params": params}, b, deterministic=False,
+                             rngs={"dropout": jax.random.key(7)}, mutable=mutable)
+    logits = out[0]
+    return -jnp.take_along_axis(jax.nn.log_softmax(logits), labels[:, None], 1).mean(), state
+
+  return jax.jit(jax.value_and_grad(loss, has_aux=True))(variables["params"])
+
+
+@pytest.mark.parametrize("norm", ["layer", "batch"])
+def test_remat_gives_the_same_loss_gradients_and_batch_statistics(norm):
+  """config.model.remat=True wraps each block in nn.remat: the same parameters (same tree), and
+  with dropout on (one rng) and BatchNorm's mutable statistics, the same loss, gradients and
+  updated statistics as without it (float32, 1e-6)."""
+  b = batch()
+  options = dict(num_layers=2, norm=norm, dropout_rate=0.3, attention_dropout_rate=0.3)
+  plain, _ = tiny_model(**options)
+  remat, _ = tiny_model(remat=True, **options)
+  variables = plain.init(jax.random.key(0), b)
+  assert (jax.tree_util.tree_structure(remat.init(jax.random.key(0), b))
+          == jax.tree_util.tree_structure(variables))
+  mutable = ["batch_stats"] if norm == "batch" else []
+  assert ("batch_stats" in variables) == (norm == "batch")
+  (loss, state), grads = _loss_and_grads(plain, variables, b, mutable)
+  (loss_r, state_r), grads_r = _loss_and_grads(remat, variables, b, mutable)
+  np.testing.assert_allclose(loss_r, loss, rtol=1e-6, atol=1e-6)
+  jax.tree_util.tree_map(lambda a, e: np.testing.assert_allclose(a, e, rtol=1e-6, atol=1e-6),
+                         (grads_r, state_r), (grads, state))
+  assert all(np.abs(np.asarray(g)).max() > 0 for g in jax.tree_util.tree_leaves(grads))
+  # the dropout is on: another rng gives another loss
+  other = plain.apply(variables, b, deterministic=False, rngs={"dropout": jax.random.key(8)},
+                      mutable=mutable)[0][0]
+  assert not np.allclose(other, plain.apply(variables, b, deterministic=False,
+                                            rngs={"dropout": jax.random.key(7)},
+                                            mutable=mutable)[0][0])
+
+
+def test_remat_keeps_only_the_blocks_inputs_for_the_backward_pass():
+  """4 layers at length 256: the residuals the forward pass keeps for the backward pass (the
+  arrays held by `jax.vjp`'s backward function, their shapes traced by `jax.eval_shape`;
+  deterministic, not a timing: 18.0 MB without remat, 0.32 MB with) shrink from every
+  block's activations (attention weights, dropout masks, feed-forward hiddens) to about the
+  blocks' inputs, parameters and the head's own.
+
+  Not XLA's compiled temporary memory: XLA:CPU schedules the recomputation of every block
+  ahead of the backward pass (its scheduler does not keep JAX's optimization barrier's order),
+  so on this backend `memory_analysis()` reports no saving (4 layers, L=256: 11.0 MB without,
+  11.7 MB with remat); GPU and TPU schedulers keep the order."""
+  length = 256
+  b = {"inputs": jnp.ones((2, length), jnp.int32), "mask": jnp.ones((2, length), bool)}
+
+  def saved_bytes(remat):
+    config = transformer_listops.get_config("tiny")
+    config.model.num_layers, config.model.remat, config.model.pooling = 4, remat, "MEAN"
+    model = build_model(config.model, vocab_size=16, num_classes=10, max_len=length)
+    params = jax.eval_shape(lambda: model.init(jax.random.key(0), b))["params"]
+    loss = lambda p: model.apply({"params": p}, b, deterministic=False,
+                                 rngs={"dropout": jax.random.key(1)})[0].sum()
+    backward = jax.eval_shape(lambda p: jax.vjp(loss, p)[1], params)  # shapes only
+    return sum(leaf.size * leaf.dtype.itemsize for leaf in jax.tree_util.tree_leaves(backward)
+               if hasattr(leaf, "dtype"))
+
+  plain, remat = saved_bytes(False), saved_bytes(True)
+  block_inputs = 4 * 2 * length * 16 * 4  # 4 blocks, batch 2, emb 16, float32
+  assert remat < 0.05 * plain, (remat, plain)
+  assert remat >= block_inputs, (remat, block_inputs)
+
+
+def test_remat_with_reversible_layers_is_a_build_time_error():
+  with pytest.raises(ValueError, match="remat=True with config.model.reversible=True"):
+    tiny_model(remat=True, reversible=True)
+
+
+def test_remat_reaches_the_dual_encoders_shared_encoder():
+  """Retrieval's two towers share one Encoder: remat wraps its blocks there too (same params,
+  same loss and gradients)."""
+  config = transformer_listops.get_config("tiny")
+  config.model.num_layers = 2
+  b = batch()
+  pair = {**b, "inputs2": b["inputs"][::-1], "mask2": b["mask"][::-1]}
+  models = []
+  for remat in (False, True):
+    config.model.remat = remat
+    models.append(build_model(config.model, vocab_size=16, num_classes=3, max_len=12, pair=True))
+  assert models[1].encoder.remat and not models[0].encoder.remat
+  variables = models[0].init(jax.random.key(0), pair)
+  results = [_loss_and_grads(m, variables, pair, []) for m in models]
+  (loss, _), grads = results[0]
+  (loss_r, _), grads_r = results[1]
+  np.testing.assert_allclose(loss_r, loss, rtol=1e-6, atol=1e-6)
+  jax.tree_util.tree_map(lambda a, e: np.testing.assert_allclose(a, e, rtol=1e-6, atol=1e-6),
+                         grads_r, grads)

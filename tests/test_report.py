@@ -342,3 +342,21 @@ def test_s4d_is_compared_with_the_s4d_legs_row(tmp_path):
   _, rows = markdown_table(report.build_report(str(tmp_path / "runs"), published=True), "Table 1")
   assert rows["s4d"][0].endswith(" / 60.47 (-10.47)")
   assert "s4d_legs (published only)" not in rows and "s4 (published only)" in rows
+
+
+def test_run_labels_name_the_transformer_implementation():
+  """A run whose config names no implementation is `transformer` (LRA's dense baseline, the
+  same maths as "auto", today's default); one naming another is labelled by it."""
+  def label(kwargs):
+    config = {"model": {"attention_kwargs": kwargs}}
+    return report.Run(Path("."), {"attention": "transformer"}, config).label
+  assert label({}) == "transformer" and label(None) == "transformer"
+  assert label({"implementation": "dense"}) == "transformer"
+  assert label({"implementation": "auto"}) == "transformer (auto)"
+  assert label({"implementation": "blocked", "block_q": 8}) == "transformer (blocked)"
+  rows = bench_rows()
+  rows.append({**rows[0], "implementation": "auto", "kwargs": {"implementation": "auto"},
+               "exact_only": True})
+  from lra import benchmark  # pylint: disable=import-outside-toplevel
+  assert "transformer (auto)" in {benchmark.label(r) for r in rows}
+  assert sum(benchmark.label(r) == "transformer" for r in rows) == 2  # one dense per length

@@ -12,7 +12,7 @@ causal form does about half the work. Attention-weight dropout is supported: eac
 backward pass regenerates exactly the forward pass's masks.
 
 Not a registered variant: `transformer` uses it with `attention_kwargs={"implementation":
-"blocked"}`.
+"blocked"}`, and with "auto" (its default) at long lengths on a CPU.
 """
 from __future__ import annotations
 
@@ -174,18 +174,23 @@ _attention.defvjp(_forward, _backward)
 
 def blocked_softmax_attention(q, k, v, *, q_mask=None, kv_mask=None, causal=False,
                               block_q=256, block_k=16384, dropout_rate=0.0, dropout_rng=None,
-                              deterministic=True):
-  """Exact attention, same contract as `softmax_attention`, O(L * block) memory."""
+                              deterministic=True, float32_softmax=True):
+  """Exact attention, same contract as `softmax_attention`, O(L * block) memory.
+
+  `float32_softmax=False` keeps the inputs' dtype inside (bfloat16: the running max, normaliser
+  and output are then rounded at every key block); the output has q's dtype either way."""
   b, lq = q.shape[:2]
   lk = k.shape[1]
   block_q, block_k = min(block_q, lq), min(block_k, lk)
   kv_valid = jnp.ones((b, lk), bool) if kv_mask is None else kv_mask
   rate = 0.0 if deterministic else float(dropout_rate)
   rng = dropout_rng if rate > 0.0 else jax.random.key(0)
-  out_dtype = v.dtype
-  # float32 inside, whatever the model's dtype (bfloat16): the running max, normaliser and
-  # output are rescaled and summed over every key block, too long a chain for bfloat16.
-  # Heads-major inside (`[b, h, l, d]`), so that every block product is a plain batched matmul.
-  q, k, v = (jnp.swapaxes(t.astype(jnp.float32), 1, 2) for t in (q, k, v))
+  out_dtype = q.dtype
+  # float32 inside by default, whatever the model's dtype (bfloat16): the running max,
+  # normaliser and output are rescaled and summed over every key block, too long a chain for
+  # bfloat16. Heads-major inside (`[b, h, l, d]`), so that every block product is a plain
+  # batched matmul.
+  compute = jnp.promote_types(q.dtype, jnp.float32) if float32_softmax else q.dtype
+  q, k, v = (jnp.swapaxes(t.astype(compute), 1, 2) for t in (q, k, v))
   out = jnp.swapaxes(_attention(q, k, v, kv_valid, causal, block_q, block_k, rate, rng), 1, 2)
   return masks.zero_padded_queries(out.astype(out_dtype), q_mask)

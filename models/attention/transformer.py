@@ -4,7 +4,14 @@ The reference every X-former is compared with. `implementation` chooses how it i
 "dense" materialises the `[L, L]` weights (quadratic memory); "blocked" is the same maths in
 linear memory (online softmax, `blocked_softmax.py`); "xla" calls
 `jax.nn.dot_product_attention`, which uses a fused kernel (cuDNN flash attention) on GPUs where
-JAX offers one (no attention dropout there).
+JAX offers one (no attention dropout there); "auto" (the default) picks the fastest of these
+for the backend and length at trace time (`choose_implementation`).
+
+`float32_softmax` (default True): with bfloat16 q/k/v, the logits, the softmax and the weighted
+sum's accumulation are float32 and the result is cast back to q's dtype (dense and blocked;
+False computes them in the inputs' dtype). The fused kernel ("xla") computes its logits and
+softmax in float32 whatever this setting (cuDNN's kernel, and JAX's XLA fallback:
+`_dot_product_attention_core` promotes the logits to float32).
 """
 from __future__ import annotations
 
@@ -16,14 +23,47 @@ from models.attention import masks
 from models.attention.blocked_softmax import blocked_softmax_attention
 from models.attention.registry import register
 
-IMPLEMENTATIONS = ("dense", "blocked", "xla")
+IMPLEMENTATIONS = ("auto", "dense", "blocked", "xla")
+
+# "auto" on CPU (and any non-GPU backend): "dense" below this length, "blocked" at or above it.
+# The crossover measured on this project's 2-core CPU (one encoder block, emb 256, 4 heads,
+# MLP 1024, batch 2, train step forward + backward + Adam; docs/auto_attention_cpu.json, written
+# by benchmarks/auto_attention.py, "measured_crossover"): from 4096 on blocked is faster by
+# more than the script's 10% margin in every run (dense / blocked 1.4-1.55 at 4096, 1.9-2.2 at
+# 8192); from 256 to 2048 the two are tied, their order flipping between runs (0.88-1.19), and
+# "auto" keeps dense there.
+CPU_BLOCKED_FROM = 4096
+
+
+def current_backend() -> str:
+  """The platform "auto" decides for ("cpu", "gpu", "tpu", ...); a function so tests can
+  stand in another."""
+  return jax.default_backend()
+
+
+def choose_implementation(backend: str, length: int, dropout: bool) -> str:
+  """The implementation "auto" runs: "xla" (`jax.nn.dot_product_attention`, cuDNN's fused
+  kernel where JAX has one) on a GPU when this call drops no attention weights; otherwise, and
+  on every other backend, "dense" below `CPU_BLOCKED_FROM` keys and "blocked" at or above it.
+  With attention dropout the fused kernel cannot drop weights, so a GPU takes the CPU rule.
+  `length`: the longer of the query and key lengths (static shapes, so decided at trace time).
+  """
+  if backend == "gpu" and not dropout:
+    return "xla"
+  return "blocked" if length >= CPU_BLOCKED_FROM else "dense"
 
 
 def softmax_attention(q, k, v, *, q_mask=None, kv_mask=None, causal=False,
-                      dropout_rate=0.0, dropout_rng=None, deterministic=True):
-  """Pure function. q: `[b, lq, h, d]`, k/v: `[b, lk, h, d]`, masks bool `[b, l]`."""
+                      dropout_rate=0.0, dropout_rng=None, deterministic=True,
+                      float32_softmax=True):
+  """Pure function. q: `[b, lq, h, d]`, k/v: `[b, lk, h, d]`, masks bool `[b, l]`.
+
+  `float32_softmax`: logits, softmax and the weighted sum accumulate in float32 (a no-op for
+  float32 inputs); the output has q's dtype either way."""
   depth = q.shape[-1]
-  logits = jnp.einsum("bqhd,bkhd->bhqk", q, k) / jnp.sqrt(depth).astype(q.dtype)
+  compute = jnp.promote_types(q.dtype, jnp.float32) if float32_softmax else q.dtype
+  logits = jnp.einsum("bqhd,bkhd->bhqk", q, k, preferred_element_type=compute)
+  logits = logits / jnp.sqrt(depth).astype(compute)
   bias = masks.padding_bias(q_mask, kv_mask, logits.dtype)
   if bias is not None:
     logits = logits + bias
@@ -32,8 +72,9 @@ def softmax_attention(q, k, v, *, q_mask=None, kv_mask=None, causal=False,
   weights = jax.nn.softmax(logits, axis=-1)
   if not deterministic and dropout_rate > 0.0:
     weights = masks.dropout_weights(weights, dropout_rate, dropout_rng)
-  out = jnp.einsum("bhqk,bkhd->bqhd", weights, v)
-  return masks.zero_padded_queries(out, q_mask)
+  out = jnp.einsum("bhqk,bkhd->bqhd", weights, v.astype(compute),
+                   preferred_element_type=compute)
+  return masks.zero_padded_queries(out.astype(q.dtype), q_mask)
 
 
 @register("transformer", causal=True, cross=True, subquadratic=False)
@@ -41,7 +82,8 @@ class SoftmaxAttention(nn.Module):
   """Full attention with padding and causal masks and attention-weight dropout."""
   causal: bool = False
   dropout_rate: float = 0.0
-  implementation: str = "dense"  # "dense", "blocked" (linear memory) or "xla"
+  implementation: str = "auto"  # "auto", "dense", "blocked" (linear memory) or "xla"
+  float32_softmax: bool = True  # bfloat16 inputs: logits, softmax, weighted sum in float32
   # Block lengths of the blocked implementation (memory O(block_q * block_k) per step). One
   # key block up to 16K: on XLA's CPU, whole-row blocks beat an online softmax over shorter key
   # blocks (attention-layer train step at L=8192: 5.74 s against 6.67 s with block_k=4096;
@@ -51,27 +93,36 @@ class SoftmaxAttention(nn.Module):
 
   @nn.compact
   def __call__(self, q, k, v, *, q_mask=None, kv_mask=None, deterministic=True, inputs_q=None):
+    if self.implementation not in IMPLEMENTATIONS:
+      raise ValueError(f"transformer attention_kwargs.implementation={self.implementation!r}; "
+                       f"expected one of {IMPLEMENTATIONS}")
     rng = None
     if not deterministic and self.dropout_rate > 0.0:
       rng = self.make_rng("dropout")
+    implementation = self.implementation
+    if implementation == "auto":
+      implementation = choose_implementation(current_backend(),
+                                             max(q.shape[1], k.shape[1]), rng is not None)
+      if implementation == "xla" and self.causal and q.shape[1] != k.shape[1]:
+        # xla_attention's causal mask needs equal lengths: the CPU rule instead
+        implementation = choose_implementation("cpu", max(q.shape[1], k.shape[1]), False)
     common = dict(q_mask=q_mask, kv_mask=kv_mask, causal=self.causal,
-                  dropout_rate=self.dropout_rate, dropout_rng=rng, deterministic=deterministic)
-    if self.implementation == "dense":
+                  dropout_rate=self.dropout_rate, dropout_rng=rng, deterministic=deterministic,
+                  float32_softmax=self.float32_softmax)
+    if implementation == "dense":
       return softmax_attention(q, k, v, **common)
-    if self.implementation == "blocked":
+    if implementation == "blocked":
       return blocked_softmax_attention(q, k, v, block_q=self.block_q, block_k=self.block_k,
                                        **common)
-    if self.implementation == "xla":
-      if rng is not None:
-        raise ValueError("attention_kwargs.implementation='xla' has no attention dropout; set "
-                         "config.model.attention_dropout_rate=0 or use 'dense'/'blocked'")
-      return xla_attention(q, k, v, q_mask, kv_mask, self.causal)
-    raise ValueError(f"transformer attention_kwargs.implementation={self.implementation!r}; "
-                     f"expected one of {IMPLEMENTATIONS}")
+    if rng is not None:
+      raise ValueError("attention_kwargs.implementation='xla' has no attention dropout; set "
+                       "config.model.attention_dropout_rate=0 or use 'dense'/'blocked'/'auto'")
+    return xla_attention(q, k, v, q_mask, kv_mask, self.causal)
 
 
 def xla_attention(q, k, v, q_mask, kv_mask, causal):
-  """`jax.nn.dot_product_attention` (fused cuDNN kernel on GPUs that have one)."""
+  """`jax.nn.dot_product_attention` (fused cuDNN kernel on GPUs that have one; its logits and
+  softmax are float32 for bfloat16 inputs)."""
   mask = None
   if kv_mask is not None:
     mask = kv_mask[:, None, None, :]
