@@ -200,8 +200,9 @@ class Encoder(nn.Module):
       block = nn.remat(EncoderBlock, static_argnums=(3,)) if self.remat else EncoderBlock
       for i in range(self.num_layers):
         x = block(self.num_heads, self.qkv_dim, self.mlp_dim, self.attention,
-                  self.attention_kwargs, self.causal, self.max_len + int(self.prepend_cls),
-                  self.dropout_rate, self.attention_dropout_rate, self.activation, self.dtype,
+                  self.attention_kwargs, self.causal,
+                  self.max_len + int(self.prepend_cls), self.dropout_rate,
+                  self.attention_dropout_rate, self.activation, self.dtype,
                   self.ffn_chunk_size, self.norm, self.prenorm, self.ffn,
                   name=f"block_{i}")(x, mask, deterministic)
     if self.prenorm:
