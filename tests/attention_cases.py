@@ -46,7 +46,10 @@ OPTION_MATRIX: dict[str, list[dict]] = {
     # causal key blocks skipped wholly in the future of a query block.
     "transformer": [{"implementation": "dense"},
                     {"implementation": "blocked", "block_q": 5, "block_k": 3},
-                    {"implementation": "xla"}],
+                    {"implementation": "xla"}, {"implementation": "auto"},
+                    {"implementation": "dense", "float32_softmax": False},
+                    {"implementation": "blocked", "block_q": 5, "block_k": 3,
+                     "float32_softmax": False}],
     "performer": [{"kernel": "softmax"}, {"kernel": "relu"},
                   {"kernel": "softmax", "orthogonal": False, "scaling": "sqrt_d",
                    "redraw": False, "chunk_size": 5}],
