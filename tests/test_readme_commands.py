@@ -52,6 +52,20 @@ EXERCISES: dict[str, list[str]] = {
     "--workers=0,2 --out=docs/input_pipeline_cpu.json": [
         "python benchmarks/input_pipeline.py --tasks=listops,retrieval --workers=0 --steps=3 "
         "--no_step --out={tmp}/input.json"],
+    "python benchmarks/auto_attention.py --lengths=256,512,1024,2048,4096,8192 --repeats=5 "
+    "--out=docs/auto_attention_cpu.json": [
+        "python benchmarks/auto_attention.py --lengths=64 --repeats=1 --out={tmp}/auto.json"],
+    "python -m lra.sweep --attention=transformer --tasks=listops --seeds=0,1,2 --preset=quick "
+    "--workdir=runs/precision/float32": [
+        "python -m lra.sweep --attention=transformer --tasks=listops --seeds=0,1,2 --preset=quick "
+        "--workdir={tmp}/float32 --dry_run"],
+    "python -m lra.sweep --attention=transformer --tasks=listops --seeds=0,1,2 --preset=quick "
+    "--workdir=runs/precision/bfloat16 --set=model.dtype=bfloat16": [
+        "python -m lra.sweep --attention=transformer --tasks=listops --seeds=0,1,2 --preset=quick "
+        "--workdir={tmp}/bfloat16 --set=model.dtype=bfloat16 --dry_run"],
+    "python -m lra.report --runs=runs/precision/bfloat16 "
+    "--collect=docs/precision_listops_quick_bfloat16.json": [
+        "python -m lra.report --runs={runs} --collect={tmp}/precision.json"],
     # Training and evaluation.
     "python train.py --config=configs/transformer_listops.py --workdir=runs/transformer_listops":
         [TINY_RUN],

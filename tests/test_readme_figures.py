@@ -131,3 +131,32 @@ def test_input_pipeline_figures():
                    f"batch {steps['text']['runs'][0]['batch']}")
   slowest_step_rate = 1 / 60
   assert threads[0] / slowest_step_rate > 1e4  # "four to five orders of magnitude"
+
+
+def test_precision_figures():
+  acc = {}
+  for dtype in ("float32", "bfloat16"):
+    runs = load(f"docs/precision_listops_quick_{dtype}.json")["runs"]
+    assert {r["config"]["model"]["dtype"] for r in runs} == {dtype}
+    acc[dtype] = [100 * r["results"]["splits"]["test"]["accuracy"]
+                  for r in sorted(runs, key=lambda r: r["config"]["seed"])]
+  mean = {d: statistics.mean(v) for d, v in acc.items()}
+  assert_in_readme(f"accuracy {mean['float32']:.1f}% in float32 and {mean['bfloat16']:.1f}% in "
+                   f"bfloat16 (means {abs(mean['float32'] - mean['bfloat16']):.1f} points apart")
+  per_seed = lambda d: " / ".join(f"{a:.1f}" for a in acc[d])
+  gap = max(abs(a - b) for a, b in zip(acc["float32"], acc["bfloat16"]))
+  assert_in_readme(f"per seed {per_seed('float32')} against {per_seed('bfloat16')}, at most "
+                   f"{gap:.1f} points apart")
+  assert gap < 2  # the acceptance: within 2 points
+
+
+def test_auto_attention_figures():
+  from models.attention import transformer  # pylint: disable=import-outside-toplevel
+  bench = load("docs/auto_attention_cpu.json")
+  assert bench["measured_crossover"] == transformer.CPU_BLOCKED_FROM == 4096
+  ratio = bench["dense_over_blocked"]
+  assert_in_readme(f"dense takes {ratio['4096']:.2f}x blocked's time at 4096 and "
+                   f"{ratio['8192']:.2f}x at 8192")
+  short = [ratio[n] for n in ("256", "512", "1024", "2048")]
+  assert_in_readme(f"({min(short):.2f}-{max(short):.2f}x)")
+  assert max(bench["auto_over_fastest"].values()) < 1.10
