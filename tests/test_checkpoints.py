@@ -211,6 +211,20 @@ def test_a_full_disk_keeps_the_previous_checkpoint(tmp_path, state, monkeypatch)
   assert not checkpoints_module._is_disk_full(RuntimeError("permission denied"))
 
 
+def test_a_save_that_fails_midway_never_removes_the_previous_checkpoint(tmp_path, state):
+  """keep=1: Orbax may delete the old checkpoint only once the new one is complete. A save whose
+  second item (the meta JSON) fails after the state was written leaves step 3 whole."""
+  checkpoints = RunCheckpoints(tmp_path, keep=1)
+  checkpoints.save_latest(3, state, {"best_step": 3})
+  with pytest.raises(Exception):
+    checkpoints.save_latest(6, make_state(seed=4), {"unserialisable": object()})
+  assert step_dirs(tmp_path / "checkpoints") == [3]
+  restored, meta, step = checkpoints.restore("latest", make_state(seed=9))
+  checkpoints.close()
+  assert (step, meta) == (3, {"best_step": 3})
+  assert_same_state(restored.params, state.params)
+
+
 def test_restoring_into_a_different_model_is_an_error_naming_the_folder(tmp_path, state):
   checkpoints = RunCheckpoints(tmp_path)
   checkpoints.save_best(4, state, {})
