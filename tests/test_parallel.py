@@ -211,3 +211,26 @@ def test_distributed_flags_go_together():
   with pytest.raises(ValueError, match=r"--process_id=2 must be in \[0, --num_processes=2\)"):
     parallel.initialize_distributed("localhost:1234", 2, 2)
   assert parallel.initialize_distributed() is False  # one process: nothing started
+
+
+def test_accumulation_walks_batch_norm_bfloat16_dropout_remat_and_fsdp(cache_dir):
+  """The options together, not only at their defaults: 2 micro-batches through the scan carry
+  BatchNorm's statistics, in bfloat16 with dropout, remat'd blocks, FSDP shardings. Two steps
+  train: finite losses, parameters and running averages move, parameters stay float32."""
+  config = tiny_config(cache_dir, norm="batch", dtype="bfloat16", remat=True, dropout_rate=0.2,
+                       attention_dropout_rate=0.2)
+  task = train.load_task(config)
+  init = train.state_initializer(config, task, train.model_for(config, task))
+  steps = train.Steps(jax.eval_shape(init), 16, accum_steps=2, fsdp=True)
+  state = steps.init_state(init)
+  before = jax.device_get((state.params, state.batch_stats))
+  batches = pipeline.train_input(task.splits["train"], 16, config.seed)
+  for _ in range(2):
+    state, metrics = steps.train(state, steps.put_batch(next(batches)), jax.random.key(0))
+    assert np.isfinite(float(metrics["loss"])) and float(metrics["nonfinite"]) == 0.0
+  params, stats = jax.device_get((state.params, state.batch_stats))
+  assert {x.dtype for x in jax.tree_util.tree_leaves(params)} == {np.dtype("float32")}
+  for old, new in ((before[0], params), (before[1], stats)):
+    moved = [not np.allclose(a, b) for a, b in zip(jax.tree_util.tree_leaves(old),
+                                                   jax.tree_util.tree_leaves(new))]
+    assert all(moved), f"{moved.count(False)} of {len(moved)} arrays never changed"
