@@ -36,6 +36,13 @@ class AttentionSpec:
   causal_exact: bool = True
   causal_caveat: str = ""
   kind: str = "qkv"  # or "sequence" (see the module docstring)
+  # Head and position options (models/attention/base.py) the variant can take:
+  rope: bool = False        # rotary positions on q and k before the mixer (q/k-based variants)
+  kv_heads: bool = False    # fewer key/value heads than query heads (MQA / GQA)
+  score_bias: bool = False  # an additive score bias (ALiBi, T5): only variants forming scores
+  # Luna-style mixers carry an extra sequence from block to block: the call is
+  # `mixer(x, mask, memory=m, deterministic=...)` -> `(y, next_memory)`; memory=None at block 0.
+  memory: bool = False
 
 
 KINDS = ("qkv", "sequence")
@@ -52,22 +59,37 @@ CONTEXT_FIELDS = ("causal", "dropout_rate", "max_len", "kv_max_len")
 
 def register(name: str, *, causal: bool, cross: bool, needs_max_len: bool = False,
              subquadratic: bool = True, causal_exact: bool = True, causal_caveat: str = "",
-             kind: str = "qkv"):
+             kind: str = "qkv", rope: bool | None = None, kv_heads: bool | None = None,
+             score_bias: bool = False, memory: bool = False):
   """Class decorator: `@register("performer", causal=True, cross=True)`;
-  `@register("s5", causal=True, cross=False, kind="sequence")` for a sequence mixer."""
+  `@register("s5", causal=True, cross=False, kind="sequence")` for a sequence mixer.
+
+  `rope` and `kv_heads` default to True for a "qkv" variant (the base rotates q and k, and
+  repeats the key/value heads, before the mixer sees them) and False for a sequence mixer; a
+  qkv variant that does not compare queries with keys by a dot product says `rope=False`.
+  `score_bias=True`: the mixer's call takes `score_bias=fn`, fn(q_pos, k_pos) -> [h, lq, lk]
+  float32, added to its logits (ALiBi, T5 relative bias)."""
   if causal and not causal_exact and not causal_caveat:
     raise ValueError(f"attention {name!r}: causal_exact=False needs a causal_caveat (why)")
   if kind not in KINDS:
     raise ValueError(f"attention {name!r}: kind={kind!r}; expected one of {KINDS}")
   if kind == "sequence" and cross:
     raise ValueError(f"attention {name!r}: a sequence mixer reads one sequence; no cross form")
+  if kind == "sequence" and (rope or kv_heads or score_bias):
+    raise ValueError(f"attention {name!r}: a sequence mixer has no q/k heads for RoPE, "
+                     "key/value heads or a score bias")
+  if memory and kind != "sequence":
+    raise ValueError(f"attention {name!r}: memory=True is for sequence mixers")
+  rope = kind == "qkv" if rope is None else rope
+  kv_heads = kind == "qkv" if kv_heads is None else kv_heads
 
   def decorate(cls):
     if name in _REGISTRY:
       raise ValueError(f"attention {name!r} is registered twice "
                        f"({_REGISTRY[name].mixer.__module__} and {cls.__module__})")
     _REGISTRY[name] = AttentionSpec(name, cls, causal, cross, needs_max_len, subquadratic,
-                                    causal_exact, causal_caveat, kind)
+                                    causal_exact, causal_caveat, kind, rope, kv_heads,
+                                    score_bias, memory)
     return cls
 
   return decorate
