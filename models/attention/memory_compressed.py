@@ -1,0 +1,144 @@
+"""Memory-compressed attention (Liu et al. 2018, "Generating Wikipedia by Summarizing Long
+Sequences", ICLR; sec. 4.2.4, Figure 1 and sec. 4.2.3 for the local blocks).
+
+After the query/key/value projections, the keys and the values are shortened along the length
+by a strided 1-D convolution whose kernel size equals its stride (`factor`, the paper's 3): slot
+j of the compressed memory is a learned linear map of the `factor` consecutive positions
+j*f .. j*f + f - 1 (each convolution mixes all heads' channels, as a convolution over the key
+embedding does). Every query then attends with exact softmax(q K_c^T / sqrt(d)) V_c to the
+ceil(L / f) compressed slots; the number of queries is unchanged. Time and memory O(L^2 / f).
+
+`block_size` > 0 ("local" blocks, sec. 4.2.3): the sequence is cut into blocks of `block_size`
+positions and the memory-compressed attention runs inside each block on its own (keys
+compressed per block, windows starting at the block's first position): O(L * block_size / f).
+0 (default) = one block holding the whole sequence, the paper's "M" layer.
+
+Causal form (the decoder the paper trains; tensor2tensor's `multihead_self_attention_reduced`
+with its mask, and mesh-tensorflow's `multihead_self_attention_memory_compressed` with
+`mask_right`): a query at position t sees slot j only when the slot's whole window is at or
+before it, (j + 1) * f - 1 <= t (mesh-tensorflow's mask; tensor2tensor's excludes the slot that
+ends at t as well). Queries before the first complete window would see nothing, so, as in
+tensor2tensor, the first position's own key and value are prepended as an extra memory slot
+that every query of the block sees. That slot exists only causally and for factor > 1: with
+factor 1 every query already sees its own slot, and bidirectional queries see every slot (so
+factor 1 with an identity kernel is exact softmax attention; tensor2tensor prepends it always).
+Exactly causal: a slot holding any position after t gets zero weight.
+
+Padding: padded keys/values are zeroed before the convolution, so a slot mixing real and
+padded positions is a function of its real positions only; a slot with no real position is
+masked. Windows start at position 0 (or the block start), so padding appended after the real
+tokens leaves every real slot as it is and only adds masked ones. Outputs at padded queries are
+zero. Cross attention (no blocks, not causal): the context's keys and values are compressed.
+
+Deviations: the convolution acts on the projected keys and values (Figure 1) rather than on the
+layer input before the key/value projections (tensor2tensor's `conv_elems_1d(x)`), which
+differ only by the order of two linear maps; a length that is not a multiple of `factor` is
+zero-padded up (tensor2tensor drops the incomplete last window: "valid" convolution).
+"""
+from __future__ import annotations
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from models.attention import blocking, masks
+from models.attention.registry import register
+
+
+def compress(x, valid, kernel, bias, factor):
+  """Strided convolution (kernel = stride = factor) along axis 2 of `x` `[b, n, l, h, d]`.
+
+  `valid` bool `[b, n, l]`; invalid positions are zeroed first. `kernel` `[f, h, d, h, d]`,
+  `bias` `[h, d]` or None. Returns `([b, n, ceil(l / f), h, d], slot validity [b, n, m])`."""
+  x = jnp.where(valid[..., None, None], x, 0.0)
+  length = x.shape[2]
+  m = -(-length // factor)
+  extra = m * factor - length
+  if extra:
+    x = jnp.pad(x, [(0, 0), (0, 0), (0, extra), (0, 0), (0, 0)])
+    valid = jnp.pad(valid, [(0, 0), (0, 0), (0, extra)])
+  windows = x.reshape(*x.shape[:2], m, factor, *x.shape[3:])      # [b, n, m, f, h, d]
+  out = jnp.einsum("bnmfhd,fhdge->bnmge", windows, kernel.astype(x.dtype),
+                   preferred_element_type=jnp.promote_types(x.dtype, jnp.float32))
+  if bias is not None:
+    out = out + bias
+  slot_valid = valid.reshape(*valid.shape[:2], m, factor).any(axis=-1)
+  return out, slot_valid
+
+
+def memory_compressed_attention(q, k, v, key_kernel, value_kernel, key_bias=None,
+                                value_bias=None, *, block_size=0, causal=False, q_mask=None,
+                                kv_mask=None, dropout_rate=0.0, dropout_rng=None,
+                                deterministic=True):
+  """Pure function. q `[b, lq, h, d]`, k/v `[b, lk, h, d]`; kernels `[f, h, d, h, d]`
+  (f = the compression factor), biases `[h, d]` or None; masks bool `[b, l]`."""
+  factor = key_kernel.shape[0]
+  if factor < 1 or value_kernel.shape[0] != factor:
+    raise ValueError(f"memory_compressed: kernels of widths {factor}, {value_kernel.shape[0]}")
+  if block_size < 0:
+    raise ValueError(f"memory_compressed block_size={block_size}; expected 0 (no blocks) or > 0")
+  batch, lq, heads, depth = q.shape
+  lk = k.shape[1]
+  if (block_size or causal) and lq != lk:
+    raise ValueError(f"memory_compressed with local blocks or causal masking is self-attention "
+                     f"only: {lq} queries, {lk} keys")
+  if block_size:   # sec. 4.2.3: independent blocks of block_size positions
+    block = min(block_size, lk)
+    qb, kb, vb = (blocking.to_blocks(blocking.pad_to_blocks(t, block), block) for t in (q, k, v))
+    valid = blocking.to_blocks(blocking.key_validity(kv_mask, batch, lk, block), block)
+  else:            # one block: the whole sequence (or the whole context)
+    qb, kb, vb = q[:, None], k[:, None], v[:, None]
+    valid = (jnp.ones((batch, lk), bool) if kv_mask is None else kv_mask.astype(bool))[:, None]
+  compute = jnp.promote_types(q.dtype, jnp.float32)
+  kc, slot_valid = compress(kb, valid, key_kernel, key_bias, factor)   # [b, n, m, h, d]
+  vc, _ = compress(vb, valid, value_kernel, value_bias, factor)
+  scale = jnp.sqrt(depth).astype(compute)
+  logits = jnp.einsum("bnqhd,bnmhd->bnhqm", qb, kc.astype(q.dtype),
+                      preferred_element_type=compute) / scale
+  allowed = slot_valid[:, :, None, None, :]                           # [b, n, 1, 1, m]
+  groups, group_allowed, values = [logits], [allowed], [vc.astype(compute)]
+  if causal:
+    q_pos = jnp.arange(qb.shape[2])[:, None]                          # within the block
+    slot_end = (jnp.arange(kc.shape[2]) + 1) * factor - 1
+    group_allowed[0] = allowed & (slot_end[None, :] <= q_pos)
+    if factor > 1:   # tensor2tensor's first-position slot, seen by every query of the block
+      first = jnp.einsum("bnqhd,bnhd->bnhq", qb, kb[:, :, 0],
+                         preferred_element_type=compute)[..., None] / scale
+      groups.append(first)
+      group_allowed.append(valid[:, :, 0][:, :, None, None, None])
+      values.append(jnp.where(valid[:, :, 0, None, None], vb[:, :, 0], 0.0)[:, :, None]
+                    .astype(compute))
+  weights = blocking.joint_softmax(groups, group_allowed)
+  weights = blocking.dropout(weights, dropout_rate, dropout_rng, deterministic)
+  out = sum(jnp.einsum("bnhqm,bnmhd->bnqhd", w, val) for w, val in zip(weights, values))
+  out = blocking.from_blocks(out)[:, :lq]
+  return masks.zero_padded_queries(out.astype(q.dtype), q_mask)
+
+
+@register("memory_compressed", causal=True, cross=True, subquadratic=False)
+class MemoryCompressedAttention(nn.Module):
+  """Softmax attention over keys/values compressed by a strided convolution (`factor`)."""
+  factor: int = 3          # the paper's kernel size = stride 3 (sec. 4.2.4)
+  block_size: int = 0      # 0: no local blocks; > 0: compressed attention within blocks
+  use_bias: bool = True    # the convolutions' bias (tensor2tensor's Conv2D has one)
+  causal: bool = False
+  dropout_rate: float = 0.0
+
+  @nn.compact
+  def __call__(self, q, k, v, *, q_mask=None, kv_mask=None, deterministic=True, inputs_q=None):
+    if self.factor < 1:
+      raise ValueError(f"memory_compressed factor={self.factor} "
+                       "(config.model.attention_kwargs); expected >= 1")
+    heads, depth = k.shape[2:]
+    shape = (self.factor, heads, depth, heads, depth)
+    # A convolution's default: LeCun normal over fan_in = factor * channels.
+    init = nn.initializers.lecun_normal(in_axis=(0, 1, 2), out_axis=(3, 4))
+    kernels = [self.param(f"{which}_conv", init, shape) for which in ("key", "value")]
+    biases = [self.param(f"{which}_conv_bias", nn.initializers.zeros, (heads, depth))
+              if self.use_bias else None for which in ("key", "value")]
+    rng = None
+    if not deterministic and self.dropout_rate > 0.0:
+      rng = self.make_rng("dropout")
+    return memory_compressed_attention(
+        q, k, v, kernels[0], kernels[1], biases[0], biases[1], block_size=self.block_size,
+        causal=self.causal, q_mask=q_mask, kv_mask=kv_mask, dropout_rate=self.dropout_rate,
+        dropout_rng=rng, deterministic=deterministic)
