@@ -47,11 +47,24 @@ def shared_config() -> ml_collections.ConfigDict:
   model.remat = False            # rematerialise each block in the backward pass (nn.remat):
                                  # activation memory of one block instead of all, ~1/3 more compute
   # The block (models/blocks.py), for the recipes of the state-space / long-convolution papers:
-  model.norm = "layer"           # "layer" or "batch" (masked batch statistics; running averages)
+  model.norm = "layer"           # "layer", "batch" (masked batch statistics; running averages)
+                                 # or "none" (no normalisation, as ReZero)
   model.prenorm = True           # x + f(norm(x)) (LRA's); False: norm(x + f(x)), no final norm
   model.ffn = "mlp"              # "mlp" (LRA's feed-forward sublayer) or an output stage on the
                                  # mixer branch with no feed-forward: "glu", "half_glu1",
-                                 # "half_glu2", "none" (models/blocks.py says what each is)
+                                 # "half_glu2", "none" (models/blocks.py says what each is);
+                                 # "gated": the GLU feed-forward (Shazeer 2020) with
+                                 # `activation`: "gelu" = GEGLU, "silu" = SwiGLU
+  model.rezero = False           # ReZero residuals x + alpha*f(x), alpha=0 at init (Bachlechner
+                                 # et al. 2020); the paper's ReZero also sets norm="none"
+  # Head and position options of the attention (models/attention/base.py; qkv variants only,
+  # and a variant that cannot take one says so when the model is built):
+  model.num_kv_heads = 0         # key/value heads: 0 = num_heads; 1 = multi-query (Shazeer 2019);
+                                 # a divisor of num_heads = grouped-query (Ainslie et al. 2023)
+  model.rope = False             # rotary positions on q and k (Su et al. 2021)
+  model.score_bias = "none"      # "alibi" (Press et al. 2022) or "t5" (Raffel et al. 2020) bias
+                                 # on the attention scores, for variants that form scores
+  model.qk_norm = False          # query-key normalisation (models/attention/base.py)
 
   train = config.train = ml_collections.ConfigDict()
   train.batch_size = 32

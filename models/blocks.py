@@ -1,6 +1,9 @@
 """The one encoder block every mixer plugs into: LRA's pre-LayerNorm Transformer block by
 default; the block options of the state-space papers' recipes (post-norm, BatchNorm, a GLU output
-stage instead of the feed-forward) are config fields of the same block, not copied encoders."""
+stage instead of the feed-forward), the gated feed-forward (GEGLU / SwiGLU), ReZero residuals and
+the head and position options of the attention (MQA/GQA, RoPE, ALiBi/T5 bias, qk-norm: passed to
+`MultiHeadAttention` as `attention_options`) are config fields of the same block, not copied
+encoders."""
 from __future__ import annotations
 
 import functools
@@ -11,14 +14,18 @@ import jax.numpy as jnp
 
 from models import chunked_ffn
 from models import reversible  # a module import: reversible.py builds on FeedForward below
+from models.attention import registry
 from models.attention.base import MultiHeadAttention
 from models.embedding import Embedder
 
 ACTIVATIONS = {"gelu": nn.gelu, "relu": nn.relu, "silu": nn.silu}  # gelu: tanh form, as LRA's
 MLP_KERNEL_INIT = nn.initializers.xavier_uniform()
 MLP_BIAS_INIT = nn.initializers.normal(stddev=1e-6)
-NORMS = ("layer", "batch")
-FFNS = ("mlp", "glu", "half_glu1", "half_glu2", "none")
+NORMS = ("layer", "batch", "none")
+# Feed-forward sublayers ("mlp": LRA's; "gated": Shazeer 2020's GLU variants) and the mixer
+# branch's output stages that replace the feed-forward sublayer (OutputStage).
+FEED_FORWARDS = ("mlp", "gated")
+FFNS = FEED_FORWARDS + ("glu", "half_glu1", "half_glu2", "none")
 
 
 def check_block_options(norm: str, ffn: str) -> None:
@@ -42,6 +49,8 @@ def normalize(kind: str, x, mask, deterministic: bool, dtype, name: str):
   BatchNorm's statistics skip padded positions (flax's `mask`), so padding never moves a real
   token's output; evaluation uses the running averages (momentum 0.9 = PyTorch's 0.1, as the S4
   repo's BatchNorm1d and S5's flax BatchNorm), kept in the `batch_stats` collection."""
+  if kind == "none":  # no normalisation (ReZero's Transformer, Bachlechner et al. 2020)
+    return x
   if kind == "layer":
     return nn.LayerNorm(dtype=dtype, name=name)(x)
   return nn.BatchNorm(use_running_average=deterministic, momentum=0.9, epsilon=1e-5,
@@ -54,7 +63,7 @@ class OutputStage(nn.Module):
     glu        dropout(act(y)) -> Dense(2d) -> GLU: a * sigmoid(b)  (S4 repo: postact='glu')
     half_glu1  h = dropout(act(y)); h * sigmoid(Dense(h))          (S5 repo, SequenceLayer)
     half_glu2  h = dropout(act(y)); y * sigmoid(Dense(h))          (S5 repo, SequenceLayer)
-    mlp, none  y unchanged ("mlp": a feed-forward sublayer follows; "none": nothing)."""
+    mlp, gated, none  y unchanged (a feed-forward sublayer follows; "none": nothing)."""
   kind: str
   activation: str = "gelu"
   dropout_rate: float = 0.0
@@ -62,7 +71,7 @@ class OutputStage(nn.Module):
 
   @nn.compact
   def __call__(self, y, deterministic=True):
-    if self.kind in ("mlp", "none"):
+    if self.kind in FEED_FORWARDS + ("none",):
       return y
     h = nn.Dropout(self.dropout_rate)(ACTIVATIONS[self.activation](y), deterministic=deterministic)
     features = y.shape[-1]
@@ -95,12 +104,49 @@ class FeedForward(nn.Module):
     return nn.Dropout(self.dropout_rate)(h, deterministic=deterministic)
 
 
+class GatedFeedForward(nn.Module):
+  """GLU feed-forward (Shazeer 2020, "GLU Variants Improve Transformer", eq. 6):
+  FFN(x) = (act(x W) * (x V)) W2, without biases as in the paper; `activation` "gelu" is GEGLU,
+  "silu" SwiGLU (Swish with beta 1), "relu" ReGLU. Dropout after the gate and after W2, as
+  FeedForward. The paper shrinks d_ff by 2/3 to keep the parameter count of the two-matrix
+  FFN; here `mlp_dim` is used as given (set it to 2/3 of the plain FFN's to match)."""
+  mlp_dim: int
+  activation: str = "gelu"
+  dropout_rate: float = 0.0
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, deterministic=True):
+    if self.activation not in ACTIVATIONS:
+      raise ValueError(f"config.model.activation={self.activation!r}; "
+                       f"expected one of {sorted(ACTIVATIONS)}")
+    dense = lambda features, name: nn.Dense(features, use_bias=False, kernel_init=MLP_KERNEL_INIT,
+                                            dtype=self.dtype, name=name)
+    h = ACTIVATIONS[self.activation](dense(self.mlp_dim, "gate")(x)) * dense(self.mlp_dim, "in")(x)
+    h = nn.Dropout(self.dropout_rate)(h, deterministic=deterministic)
+    h = dense(x.shape[-1], "out")(h)
+    return nn.Dropout(self.dropout_rate)(h, deterministic=deterministic)
+
+
+def feed_forward(kind: str, mlp_dim: int, activation: str, dropout_rate: float, dtype, name: str):
+  """The feed-forward sublayer of `config.model.ffn` ("mlp" or "gated")."""
+  cls = GatedFeedForward if kind == "gated" else FeedForward
+  return cls(mlp_dim, activation, dropout_rate, dtype, name=name)
+
+
 class EncoderBlock(nn.Module):
   """x + Dropout(Attention(LN(x))); x + FFN(LN(x)): LRA's TransformerBlock layout (the default).
 
-  Options (config.model): `norm` "batch" for BatchNorm; `prenorm=False` for post-norm,
-  x = Norm(x + Dropout(f(x))); `ffn` other than "mlp": no feed-forward sublayer, and the mixer
-  branch ends in that OutputStage instead.
+  Options (config.model): `norm` "batch" for BatchNorm, "none" for no normalisation;
+  `prenorm=False` for post-norm, x = Norm(x + Dropout(f(x))); `ffn` "gated" for the GLU
+  feed-forward; `ffn` other than "mlp"/"gated": no feed-forward sublayer, and the mixer branch
+  ends in that OutputStage instead. `rezero`: ReZero residuals (Bachlechner et al. 2020, eq. 5),
+  x = x + alpha * f(x) with one learned scalar alpha per block, initialised to 0 and shared by
+  both sublayers as in the authors' ReZero Transformer layer (`resweight`); the paper's ReZero
+  drops the normalisation too: `norm="none"`. `attention_options`: fields of
+  MultiHeadAttention (num_kv_heads, rope, score_bias, qk_norm; see models/attention/base.py).
+  A mixer that carries a memory sequence (Luna; registry `memory=True`) is called with it and
+  the block returns `(x, next_memory)`.
 
   One difference from LRA's block: padded positions are set to zero after each block (LRA
   leaves whatever the layers computed there), so no mixer can carry values from padding. With
@@ -122,29 +168,41 @@ class EncoderBlock(nn.Module):
   norm: str = "layer"
   prenorm: bool = True
   ffn: str = "mlp"
+  rezero: bool = False
+  attention_options: Mapping[str, Any] | None = None
 
   @nn.compact
-  def __call__(self, x, mask, deterministic=True):
+  def __call__(self, x, mask, deterministic=True, memory=None):
     check_block_options(self.norm, self.ffn)
     norm = lambda name: functools.partial(normalize, self.norm, dtype=self.dtype, name=name)
+    # ReZero's alpha (init 0: every block starts as the identity); 1 otherwise.
+    scale = self.param("rezero_alpha", nn.initializers.zeros, ()) if self.rezero else 1.0
+    carries_memory = registry.get(self.attention).memory
     h = norm("attention_norm")(x, mask, deterministic) if self.prenorm else x
-    h = MultiHeadAttention(num_heads=self.num_heads, qkv_dim=self.qkv_dim,
-                           attention=self.attention, attention_kwargs=self.attention_kwargs,
-                           causal=self.causal, dropout_rate=self.attention_dropout_rate,
-                           max_len=self.max_len, dtype=self.dtype, name="attention")(
-                               h, mask, deterministic=deterministic)
+    attention = MultiHeadAttention(num_heads=self.num_heads, qkv_dim=self.qkv_dim,
+                                   attention=self.attention,
+                                   attention_kwargs=self.attention_kwargs, causal=self.causal,
+                                   dropout_rate=self.attention_dropout_rate,
+                                   max_len=self.max_len, dtype=self.dtype,
+                                   **dict(self.attention_options or {}), name="attention")
+    if carries_memory:
+      h, memory = attention(h, mask, deterministic=deterministic, memory=memory)
+    else:
+      h = attention(h, mask, deterministic=deterministic)
     h = OutputStage(self.ffn, self.activation, self.dropout_rate, self.dtype,
                     name="output_stage")(h, deterministic)
-    x = x + nn.Dropout(self.dropout_rate)(h, deterministic=deterministic)
+    x = x + scale * nn.Dropout(self.dropout_rate)(h, deterministic=deterministic)
     if not self.prenorm:
       x = norm("attention_norm")(x, mask, deterministic)
-    if self.ffn == "mlp":
+    if self.ffn in FEED_FORWARDS:
       h = norm("ffn_norm")(x, mask, deterministic) if self.prenorm else x
-      ffn = FeedForward(self.mlp_dim, self.activation, self.dropout_rate, self.dtype, name="ffn")
-      x = x + chunked_ffn.apply_in_chunks(ffn, h, self.ffn_chunk_size, deterministic)
+      ffn = feed_forward(self.ffn, self.mlp_dim, self.activation, self.dropout_rate, self.dtype,
+                         "ffn")
+      x = x + scale * chunked_ffn.apply_in_chunks(ffn, h, self.ffn_chunk_size, deterministic)
       if not self.prenorm:
         x = norm("ffn_norm")(x, mask, deterministic)
-    return jnp.where(mask[..., None], x, 0.0)
+    x = jnp.where(mask[..., None], x, 0.0)
+    return (x, memory) if carries_memory else x
 
 
 class Encoder(nn.Module):
@@ -177,15 +235,22 @@ class Encoder(nn.Module):
   # nn.remat, so the backward pass recomputes its activations from its input and only the
   # blocks' inputs are kept (about one more forward pass of compute).
   remat: bool = False
+  rezero: bool = False
+  attention_options: Mapping[str, Any] | None = None  # MultiHeadAttention fields (EncoderBlock)
 
   @nn.compact
   def __call__(self, tokens, mask, deterministic=True):
     check_block_options(self.norm, self.ffn)
     check_remat(self.remat, self.reversible)
-    if self.reversible and (self.norm, self.prenorm, self.ffn) != ("layer", True, "mlp"):
+    if self.reversible and (self.norm, self.prenorm, self.ffn, self.rezero) != (
+        "layer", True, "mlp", False):
       raise ValueError("config.model.reversible=True has LRA's block only (norm='layer', "
-                       f"prenorm=True, ffn='mlp'); got norm={self.norm!r}, "
-                       f"prenorm={self.prenorm}, ffn={self.ffn!r}")
+                       f"prenorm=True, ffn='mlp', rezero=False); got norm={self.norm!r}, "
+                       f"prenorm={self.prenorm}, ffn={self.ffn!r}, rezero={self.rezero}")
+    carries_memory = registry.get(self.attention).memory
+    if self.reversible and carries_memory:
+      raise ValueError(f"config.model.reversible=True: attention {self.attention!r} carries a "
+                       "memory sequence from block to block, which reversible layers do not")
     x, mask = Embedder(self.vocab_size, self.emb_dim, self.max_len, self.positions,
                        self.prepend_cls, self.dropout_rate, self.dtype, name="embed")(
                            tokens, mask, deterministic)
@@ -194,17 +259,23 @@ class Encoder(nn.Module):
           self.num_layers, self.num_heads, self.qkv_dim, self.mlp_dim, self.attention,
           self.attention_kwargs, self.causal, self.max_len + int(self.prepend_cls),
           self.dropout_rate, self.attention_dropout_rate, self.activation,
-          self.ffn_chunk_size, dtype=self.dtype, name="reversible")(x, mask, deterministic)
+          self.ffn_chunk_size, dtype=self.dtype, attention_options=self.attention_options,
+          name="reversible")(x, mask, deterministic)
     else:
       # `deterministic` (argument 3, counting self) is static under remat: it selects code paths.
       block = nn.remat(EncoderBlock, static_argnums=(3,)) if self.remat else EncoderBlock
+      memory = None  # Luna's packed sequence, carried from block to block (registry.memory)
       for i in range(self.num_layers):
-        x = block(self.num_heads, self.qkv_dim, self.mlp_dim, self.attention,
-                  self.attention_kwargs, self.causal,
-                  self.max_len + int(self.prepend_cls), self.dropout_rate,
-                  self.attention_dropout_rate, self.activation, self.dtype,
-                  self.ffn_chunk_size, self.norm, self.prenorm, self.ffn,
-                  name=f"block_{i}")(x, mask, deterministic)
+        layer = block(self.num_heads, self.qkv_dim, self.mlp_dim, self.attention,
+                      self.attention_kwargs, self.causal,
+                      self.max_len + int(self.prepend_cls), self.dropout_rate,
+                      self.attention_dropout_rate, self.activation, self.dtype,
+                      self.ffn_chunk_size, self.norm, self.prenorm, self.ffn, self.rezero,
+                      self.attention_options, name=f"block_{i}")
+        if carries_memory:
+          x, memory = layer(x, mask, deterministic, memory)
+        else:
+          x = layer(x, mask, deterministic)
     if self.prenorm:
       x = normalize(self.norm, x, mask, deterministic, self.dtype, "final_norm")
     return x, mask

@@ -31,6 +31,18 @@ class EncoderClassifier(nn.Module):
     return logits, {"pooled": pooled}
 
 
+# Head and position options: config.model field -> MultiHeadAttention field, with the default
+# that leaves the attention as it was (models/attention/base.py says what each does).
+ATTENTION_OPTIONS = {"num_kv_heads": 0, "rope": False, "score_bias": "none", "qk_norm": False}
+
+
+def attention_options(model_cfg: ml_collections.ConfigDict) -> dict[str, Any]:
+  """The head and position options the config sets (those at their default are left out, so
+  a model without them builds exactly as before the options existed)."""
+  return {field: model_cfg.get(field, default) for field, default in ATTENTION_OPTIONS.items()
+          if model_cfg.get(field, default) != default}
+
+
 def encoder_from_config(model_cfg: ml_collections.ConfigDict, vocab_size: int,
                         max_len: int, prepend_cls: bool) -> Encoder:
   registry.check_supports(model_cfg.attention, causal=model_cfg.get("causal", False))
@@ -48,4 +60,5 @@ def encoder_from_config(model_cfg: ml_collections.ConfigDict, vocab_size: int,
                  activation=model_cfg.activation, dtype=dtype,
                  reversible=model_cfg.reversible, ffn_chunk_size=model_cfg.ffn_chunk_size,
                  norm=model_cfg.norm, prenorm=model_cfg.prenorm, ffn=model_cfg.ffn,
-                 remat=remat, name="encoder")
+                 remat=remat, rezero=model_cfg.get("rezero", False),
+                 attention_options=attention_options(model_cfg), name="encoder")

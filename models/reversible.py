@@ -89,6 +89,7 @@ class AttentionBranch(nn.Module):
   # after the layer gives each layer its own path, from which mixers with fixed randomness
   # (Performer's features, Reformer's evaluation hashes) draw different values per layer.
   layer: int = 0
+  attention_options: Mapping[str, Any] | None = None  # MultiHeadAttention fields
 
   @nn.compact
   def __call__(self, x, mask, deterministic=True):
@@ -97,6 +98,7 @@ class AttentionBranch(nn.Module):
                            attention=self.attention, attention_kwargs=self.attention_kwargs,
                            causal=self.causal, dropout_rate=self.attention_dropout_rate,
                            max_len=self.max_len, dtype=self.dtype,
+                           **dict(self.attention_options or {}),
                            name=f"attention_{self.layer}")(
                                h, mask, deterministic=deterministic)
     h = nn.Dropout(self.dropout_rate)(h, deterministic=deterministic)
@@ -140,13 +142,14 @@ class ReversibleLayers(nn.Module):
   ffn_chunk_size: int = 0
   recompute: bool = True
   dtype: Any = jnp.float32
+  attention_options: Mapping[str, Any] | None = None  # MultiHeadAttention fields
 
   @nn.compact
   def __call__(self, x, mask, deterministic=True):
     f_defs = [AttentionBranch(self.num_heads, self.qkv_dim, self.attention,
                               self.attention_kwargs, self.causal, self.max_len,
                               self.dropout_rate, self.attention_dropout_rate, self.dtype,
-                              layer=i, parent=None) for i in range(self.num_layers)]
+                              layer=i, attention_options=self.attention_options, parent=None) for i in range(self.num_layers)]
     g_def = FeedForwardBranch(self.mlp_dim, self.activation, self.dropout_rate,
                               self.ffn_chunk_size, self.dtype, parent=None)
     params = tuple(

@@ -188,3 +188,56 @@ def test_every_block_option_trains_in_bfloat16_with_dropout(norm, ffn):
   assert out.dtype == jnp.bfloat16 and bool(jnp.all(jnp.isfinite(out.astype(jnp.float32))))
   for grad in jax.tree_util.tree_leaves(grads):
     assert grad.dtype == jnp.float32 and bool(jnp.all(jnp.isfinite(grad)))
+
+
+@pytest.mark.parametrize("activation,act", [("gelu", gelu), ("silu", jax.nn.silu)])
+def test_gated_feed_forward_is_shazeers_glu_variant(activation, act):
+  """ffn="gated": GEGLU with gelu, SwiGLU with silu (Shazeer 2020 eq. 6), no biases, after the
+  attention sublayer's residual; here with norm="none", so the formula has no LayerNorm."""
+  x, mask = data()
+  module = block(ffn="gated", activation=activation, norm="none")
+  variables = module.init(jax.random.key(2), x, mask)
+  p = variables["params"]
+  assert set(p["ffn"]) == {"gate", "in", "out"}
+  assert all(set(layer) == {"kernel"} for layer in p["ffn"].values())  # no biases
+  assert not any("norm" in name for name in p)  # norm="none": no normalisation layer
+  h = x + attention(p["attention"], x, mask)
+  f = p["ffn"]
+  gated = act(h @ f["gate"]["kernel"]) * (h @ f["in"]["kernel"])
+  expected = np.where(mask[..., None], h + gated @ f["out"]["kernel"], 0.0)
+  np.testing.assert_allclose(module.apply(variables, x, mask), expected, atol=1e-5, rtol=1e-5)
+
+
+def test_rezero_block_starts_as_the_identity_and_learns_its_alpha():
+  """ReZero (Bachlechner et al. 2020): x + alpha * f(x) with alpha = 0 at init, one alpha per
+  block for both sublayers; the gradient reaches alpha, and with alpha set the block is
+  x + alpha*attn(x), then + alpha*ffn(.)."""
+  x, mask = data()
+  module = block(rezero=True, norm="none")
+  variables = module.init(jax.random.key(3), x, mask)
+  p = variables["params"]
+  assert p["rezero_alpha"].shape == () and float(p["rezero_alpha"]) == 0.0
+  np.testing.assert_array_equal(module.apply(variables, x, mask), np.where(mask[..., None], x, 0))
+  grad = jax.grad(lambda q: module.apply({"params": q}, x, mask).sum())(p)
+  assert abs(float(grad["rezero_alpha"])) > 1e-3
+  alpha = 0.5
+  q = dict(p, rezero_alpha=jnp.asarray(alpha))
+  h = x + alpha * attention(p["attention"], x, mask)
+  f = p["ffn"]
+  mlp = gelu(h @ f["in"]["kernel"] + f["in"]["bias"]) @ f["out"]["kernel"] + f["out"]["bias"]
+  expected = np.where(mask[..., None], h + alpha * mlp, 0.0)
+  np.testing.assert_allclose(module.apply({"params": q}, x, mask), expected, atol=1e-5,
+                             rtol=1e-5)
+
+
+def test_block_option_errors_name_the_field():
+  x, mask = data()
+  with pytest.raises(ValueError, match=r"config.model.norm='group'.*'none'"):
+    block(norm="group").init(jax.random.key(0), x, mask)
+  with pytest.raises(ValueError, match=r"config.model.ffn='geglu'.*'gated'"):
+    block(ffn="geglu").init(jax.random.key(0), x, mask)
+  encoder = Encoder(vocab_size=5, emb_dim=FEATURES, num_heads=2, num_layers=1, qkv_dim=FEATURES,
+                    mlp_dim=16, max_len=LENGTH, reversible=True, rezero=True)
+  tokens = jnp.zeros((1, LENGTH), jnp.int32)
+  with pytest.raises(ValueError, match=r"reversible=True has LRA's block only.*rezero=True"):
+    encoder.init(jax.random.key(0), tokens, tokens == 0)
