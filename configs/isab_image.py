@@ -1,0 +1,12 @@
+"""ISAB (Set Transformer, Lee et al. 2019) on Image: the task's LRA settings, the mixer's
+defaults (32 inducing points) and the task's number of heads. The paper reports no LRA
+results. The block is post-norm so that with its feed-forward it completes the outer MAB of
+eq. 8 exactly (models/attention/isab.py)."""
+from configs import base_image, defaults
+
+
+def get_config(preset=None):
+  config = base_image.get_config()
+  config = defaults.attention(config, "isab", num_heads=config.model.num_heads)
+  config.model.prenorm = False  # MAB (eq. 8) is post-norm
+  return defaults.finalize(config, preset, base_image.PRESETS)
