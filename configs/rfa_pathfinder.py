@@ -1,0 +1,10 @@
+"""RFA (Peng et al. 2021, "Random Feature Attention") on Pathfinder-32: the task's LRA settings,
+this variant's defaults (RFA-Gaussian, D = 64 random features, learned sigma, no gate: see
+models/attention/rfa.py). The paper's long-text-classification runs (ListOps, Text, Retrieval)
+follow LRA's protocol; their RFA settings were not checked against the paper here."""
+from configs import base_pathfinder, defaults
+
+
+def get_config(preset=None):
+  config = defaults.attention(base_pathfinder.get_config(), "rfa")
+  return defaults.finalize(config, preset, base_pathfinder.PRESETS)
