@@ -18,8 +18,7 @@ with learned pair-wise position biases w. Implemented here:
   implemented. Initialised to 0 (AFT-local starts as AFT-simple). The paper's factorised
   w = U V^T (for AFT-full's T x T matrix) is not needed for a band of 2s - 1 diagonals.
 - Features: the base's q/k/v projections are AFT's Q, K, V; the heads * head_dim axes together
-  are AFT's feature dimension (heads play no role). The base's output projection follows, as
-  the paper's W^O... (AFT has no other projection).
+  are AFT's feature dimension (heads play no role); the base's output projection follows.
 - Causal form (sec. 3, "causal" AFT for autoregressive modelling): sums over t' <= t, computed
   by an associative scan over (running max, numerator, denominator), stable in float32; the
   local correction uses per-block references (the running max at the block's end).
@@ -29,9 +28,11 @@ Numerics: exp(K) is taken after subtracting the per-feature maximum of K over re
 bfloat16. Padded keys are excluded from every sum; outputs at padded queries are zero. With
 very negative w the windowed correction cancels most of the global sum (a difference of
 positive sums): relative error grows as the kept mass shrinks; the denominator is floored so
-that it never divides by zero. In the causal local form, a key in the same or previous block
-whose K exceeds the running max at t by more than 80 would make the correction underflow (the
-block's reference exponent is clipped at 80); not reachable with K of ordinary size.
+that it never divides by zero. In the causal local form the band's correction for query block i
+is taken relative to the running max at the block's end: a key later in the same block whose K
+exceeds the running max at t by more than 80 (per feature) makes the correction for t underflow
+(the reference exponent is clipped at 80 so nothing overflows); the global causal sums stay exact.
+Not reachable with K of ordinary size.
 
 No attention dropout: AFT forms no attention weights (the paper drops none), so the mixer has no
 `dropout_rate` and a nonzero rate is refused.
