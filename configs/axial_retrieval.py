@@ -1,0 +1,9 @@
+"""Axial attention (Ho et al. 2019) on Retrieval (AAN byte pairs): the task's LRA settings, the 1-D
+sequence folded into a near-square grid (shape=(): cols = ceil(sqrt(L)) of the padded length; see
+models/attention/axial.py). The paper reports no LRA results."""
+from configs import base_retrieval, defaults
+
+
+def get_config(preset=None):
+  config = defaults.attention(base_retrieval.get_config(), "axial")
+  return defaults.finalize(config, preset, base_retrieval.PRESETS)

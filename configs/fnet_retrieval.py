@@ -1,0 +1,11 @@
+"""FNet (Lee-Thorp et al. 2022) on Retrieval (AAN byte pairs): the task's LRA settings with FNet's
+parameter-free Fourier sublayer (models/attention/fnet.py). The paper's LRA experiments (sec. 4.4,
+Table 6 of the NAACL version) run its Fourier sublayer in the LRA codebase's setup for each task;
+no FNet-specific model or training settings are stated in the sources checked, so the task's
+base is used unchanged (FNet has no attention dropout: the rate is 0)."""
+from configs import base_retrieval, defaults
+
+
+def get_config(preset=None):
+  config = defaults.attention(base_retrieval.get_config(), "fnet")
+  return defaults.finalize(config, preset, base_retrieval.PRESETS)
