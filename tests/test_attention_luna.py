@@ -107,7 +107,8 @@ def test_the_memory_is_carried_and_dynamic_projection_ignores_unused_rows():
   y, next_p = apply(memory)
   # Another memory moves both outputs of both examples.
   y2, next_p2 = apply(memory + 1.0)
-  assert np.abs(np.asarray(y2 - y)).max() > 1e-3 and np.abs(np.asarray(next_p2 - next_p)).max() > 1e-3
+  assert np.abs(np.asarray(y2 - y)).max() > 1e-3
+  assert np.abs(np.asarray(next_p2 - next_p)).max() > 1e-3
   # Rows of P at or past an example's length (example 0: VALID = 4 of l = 5) are never read by
   # its tokens: y unchanged, P' changes only in that row.
   y3, next_p3 = apply(memory.at[0, VALID:].add(5.0))
