@@ -241,3 +241,31 @@ def test_block_option_errors_name_the_field():
   tokens = jnp.zeros((1, LENGTH), jnp.int32)
   with pytest.raises(ValueError, match=r"reversible=True has LRA's block only.*rezero=True"):
     encoder.init(jax.random.key(0), tokens, tokens == 0)
+
+
+def test_the_encoder_carries_lunas_packed_sequence_from_block_to_block():
+  """A mixer registered memory=True (Luna) gets block i-1's next memory in block i (block 0
+  builds the first one itself): block 1's captured output equals the block applied to block 0's
+  (x, memory), and differs with another memory."""
+  kwargs = {"packed_length": 3, "num_heads": 2}
+  encoder = Encoder(vocab_size=7, emb_dim=FEATURES, num_heads=2, num_layers=2, qkv_dim=FEATURES,
+                    mlp_dim=16, max_len=LENGTH, attention="luna", attention_kwargs=kwargs,
+                    dropout_rate=0.0, attention_dropout_rate=0.0)
+  tokens = jax.random.randint(jax.random.key(0), (2, LENGTH), 0, 7)
+  mask = jnp.arange(LENGTH)[None, :] < jnp.array([[LENGTH], [4]])
+  variables = encoder.init(jax.random.key(1), tokens, mask)
+  _, state = encoder.apply(variables, tokens, mask, capture_intermediates=True)
+  captured = state["intermediates"]
+  x1, memory1 = captured["block_0"]["__call__"][0]
+  x2, memory2 = captured["block_1"]["__call__"][0]
+  assert memory1.shape == (2, 3, FEATURES)
+  second = block(attention="luna", attention_kwargs=kwargs)
+  params = {"params": variables["params"]["block_1"]}
+  y, next_memory = second.apply(params, x1, mask, memory=memory1)
+  np.testing.assert_allclose(y, x2, atol=1e-6)
+  np.testing.assert_allclose(next_memory, memory2, atol=1e-6)
+  # Only block 0 owns the first P; the later blocks read what they are given.
+  assert "packed_embedding" in variables["params"]["block_0"]["attention"]["mixer"]
+  assert "packed_embedding" not in variables["params"]["block_1"]["attention"]["mixer"]
+  other, _ = second.apply(params, x1, mask, memory=jnp.zeros_like(memory1) + 1.0)
+  assert np.abs(np.asarray(other) - np.asarray(x2)).max() > 1e-4

@@ -102,3 +102,36 @@ def test_committed_benchmark_markdown_files_equal_their_json():
   for name in ("benchmark", "benchmark_attention_only"):
     text = (ROOT / "docs" / f"{name}.md").read_text()
     assert text == benchmark.markdown(load(f"docs/{name}.json")), f"docs/{name}.md is stale"
+
+
+ZOO_MARKER = "<!-- zoo-table: every registered mixer; support columns from the registry -->"
+
+
+def test_readme_zoo_table_lists_every_mixer_with_the_registrys_support_flags():
+  """The zoo table (README "Attention variants") has one row per registered name, and its
+  causal / cross / RoPE / MQA / score-bias columns say what the registry says (a variant that
+  gains or loses an option cannot leave the table behind)."""
+  from models.attention import registry  # pylint: disable=import-outside-toplevel
+  lines = (ROOT / "README.md").read_text().splitlines()
+  assert ZOO_MARKER in lines, "README has no zoo table marker"
+  rest = lines[lines.index(ZOO_MARKER) + 1:]
+  while rest and not rest[0].strip():
+    rest = rest[1:]
+  header = [c.strip() for c in rest[0].strip("|").split("|")]
+  assert header[-5:] == ["causal", "cross", "RoPE", "MQA/GQA", "score bias"], header
+  rows = {}
+  for row in rest[2:]:
+    if not row.startswith("|"):
+      break
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    rows[cells[0].strip("`")] = cells
+  assert sorted(rows) == registry.names()
+  yes = lambda flag: "yes" if flag else "no"
+  for name, cells in rows.items():
+    spec = registry.get(name)
+    causal = ("approximately" if not spec.causal_exact else "yes") if spec.supports_causal \
+        else "no"
+    expected = [causal, yes(spec.supports_cross), yes(spec.rope), yes(spec.kv_heads),
+                yes(spec.score_bias)]
+    assert cells[-5:] == expected, (name, cells[-5:], expected)
+    assert all(cells[:-5]), f"zoo table row {name!r} has an empty cell"

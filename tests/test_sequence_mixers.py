@@ -4,6 +4,10 @@ long convolutions, SGConv, and any registered later): shapes, dtype and padding 
 forward), the bfloat16 option matrix (training with dropout and evaluation), compiled memory
 growth from 4K to 8K, and how the shared base calls them (no q/k/v projections). Each mixer's
 own file tests its maths against a sequential reference.
+
+A mixer that carries a memory sequence between blocks (registry `memory=True`: Luna) returns
+`(y, next_memory)`; every check here applies to both outputs (`outputs`). Mixers without a
+causal form (Luna, ISAB) skip the causal cases.
 """
 import dataclasses
 import functools
@@ -27,9 +31,14 @@ def fields(name):
   return {f.name: f for f in dataclasses.fields(registry.get(name).mixer)}
 
 
+def outputs(out) -> tuple:
+  """The mixer's outputs as a tuple: (y,), or (y, next_memory) for a memory mixer."""
+  return out if isinstance(out, tuple) else (out,)
+
+
 def directions(name):
   """(causal, bidirectional) pairs the mixer can be built with."""
-  out = [(False, None), (True, None)]
+  out = [(False, None)] + ([(True, None)] if registry.get(name).supports_causal else [])
   if "bidirectional" in fields(name):
     out.append((False, True))
   return out
@@ -52,9 +61,10 @@ def padded_mask(length=LENGTH):
 
 
 def forward(mixer, mask):
-  """A jitted (x -> output) with parameters from a fixed key (init and apply in one compile)."""
+  """A jitted (x -> outputs tuple) with parameters from a fixed key (init and apply in one
+  compile)."""
   rngs = {"params": jax.random.key(0), "dropout": jax.random.key(1)}
-  return jax.jit(lambda x: mixer.init_with_output(rngs, x, mask, deterministic=True)[0])
+  return jax.jit(lambda x: outputs(mixer.init_with_output(rngs, x, mask, deterministic=True)[0]))
 
 
 def direction_cases(names=NAMES):
@@ -68,8 +78,8 @@ def test_the_sequence_mixers_are_registered():
   assert {"s4d", "s5", "lru", "mega", "h3", "hyena", "long_conv", "sgconv"} <= set(NAMES)
   for name in NAMES:
     spec = registry.get(name)
-    assert spec.supports_causal and not spec.supports_cross
-    assert "causal" in fields(name)
+    assert not spec.supports_cross
+    assert ("causal" in fields(name)) == spec.supports_causal, name
 
 
 @pytest.mark.parametrize("name,causal,bidirectional", list(direction_cases()))
@@ -81,22 +91,26 @@ def test_padding_invariance(name, causal, bidirectional):
   run = forward(make(name, causal=causal, bidirectional=bidirectional), mask)
   x = inputs()
   noisy = jnp.where(mask[..., None], x, 100.0 * inputs(5))
-  out, out2 = run(x), run(noisy)
-  assert out.shape == x.shape and out.dtype == x.dtype and bool(jnp.all(jnp.isfinite(out2)))
-  out, out2 = np.asarray(out), np.asarray(out2)
+  outs, outs2 = run(x), run(noisy)
+  out, out2 = np.asarray(outs[0]), np.asarray(outs2[0])
+  assert out.shape == x.shape and out.dtype == x.dtype and np.all(np.isfinite(out2))
   np.testing.assert_allclose(out2[0, :VALID], out[0, :VALID], atol=1e-4, rtol=1e-4)
   np.testing.assert_allclose(out2[1], out[1], atol=1e-5, rtol=1e-5)
+  for memory, memory2 in zip(outs[1:], outs2[1:]):  # a carried memory: padding-free as a whole
+    assert memory.dtype == x.dtype
+    np.testing.assert_allclose(memory2, memory, atol=1e-4, rtol=1e-4)
   # ... and the real outputs do depend on the real inputs (the check above could pass trivially).
-  moved = np.asarray(run(x.at[0, 0].add(1.0)))
+  moved = np.asarray(run(x.at[0, 0].add(1.0))[0])
   assert np.abs(moved[0, :VALID] - out[0, :VALID]).max() > 1e-4
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", [n for n in NAMES if registry.get(n).supports_causal])
 def test_causal_no_leak(name):
   """Built causally: output t has no gradient from inputs after t (exactly 0), and changing the
   inputs after t leaves outputs up to t unchanged, at several t."""
   mask = jnp.ones((1, LENGTH), bool)
-  run = forward(make(name, causal=True), mask)
+  run_all = forward(make(name, causal=True), mask)
+  run = lambda x: run_all(x)[0]
   x, other = inputs(batch=1), inputs(seed=1, batch=1)
   t = LENGTH // 2
   grad = np.abs(np.asarray(jax.grad(lambda x: run(x)[0, t].sum())(x)))
@@ -116,7 +130,8 @@ def test_causal_no_leak(name):
 @pytest.mark.parametrize("name", [n for n in NAMES if "bidirectional" in fields(n)])
 def test_bidirectional_sees_both_directions_and_refuses_causal(name):
   mask = jnp.ones((1, LENGTH), bool)
-  run = forward(make(name, bidirectional=True), mask)
+  run_all = forward(make(name, bidirectional=True), mask)
+  run = lambda x: run_all(x)[0]
   t = LENGTH // 2
   grad = np.asarray(jax.grad(lambda x: run(x)[0, t].sum())(inputs(batch=1)))
   assert np.abs(grad[0, t + 1:]).max() > 0 and np.abs(grad[0, :t]).max() > 0
@@ -128,11 +143,12 @@ def test_bidirectional_sees_both_directions_and_refuses_causal(name):
 def test_jit_matches_no_jit(name):
   mixer, mask, x = make(name), padded_mask(), inputs()
   variables = jax.jit(mixer.init)({"params": jax.random.key(0)}, x, mask)
-  apply = lambda x: mixer.apply(variables, x, mask)
+  apply = lambda x: outputs(mixer.apply(variables, x, mask))
   jitted = jax.jit(apply)(x)
   with jax.disable_jit():
     eager = apply(x)
-  np.testing.assert_allclose(eager, jitted, atol=1e-5, rtol=1e-5)
+  for eager_out, jitted_out in zip(eager, jitted, strict=True):
+    np.testing.assert_allclose(eager_out, jitted_out, atol=1e-5, rtol=1e-5)
 
 
 def declares_dropout(name):
@@ -152,8 +168,8 @@ def test_dropout(name):
   on, off = make(name, dropout_rate=0.5), make(name, dropout_rate=0.0)
   variables = jax.jit(off.init)({"params": jax.random.key(0), "dropout": jax.random.key(1)}, x,
                                 mask)
-  applies = {(id(mixer), det): jax.jit(lambda rng, mixer=mixer, det=det: mixer.apply(
-      variables, x, mask, deterministic=det, rngs={"dropout": rng}))
+  applies = {(id(mixer), det): jax.jit(lambda rng, mixer=mixer, det=det: outputs(mixer.apply(
+      variables, x, mask, deterministic=det, rngs={"dropout": rng}))[0])
              for mixer in (on, off) for det in (True, False)}
   run = lambda mixer, seed, det: np.asarray(applies[id(mixer), det](jax.random.key(seed)))
   np.testing.assert_array_equal(run(on, 1, True), run(on, 2, True))
@@ -174,7 +190,8 @@ def bfloat16_cases():
   for name in NAMES:
     for number, options in enumerate(OPTION_MATRIX.get(name, [{}])):
       for causal in (False, True):
-        if causal and (options.get("bidirectional") or (number and name not in CAUSAL_PATHS)):
+        if causal and (options.get("bidirectional") or (number and name not in CAUSAL_PATHS)
+                       or not registry.get(name).supports_causal):
           continue
         label = ",".join(f"{k}={v}" for k, v in options.items()) or "defaults"
         yield pytest.param(name, options, causal,
@@ -194,18 +211,19 @@ def test_bfloat16_training_and_evaluation(name, options, causal):
     variables = mixer.init({"params": key(0), "dropout": key(1)}, x, mask)
 
     def loss(params, x):
-      out = mixer.apply({**variables, "params": params}, x, mask, deterministic=False,
-                        rngs={"dropout": key(2)})
-      return out.astype(jnp.float32).sum(), out
+      outs = outputs(mixer.apply({**variables, "params": params}, x, mask, deterministic=False,
+                                 rngs={"dropout": key(2)}))
+      return sum(out.astype(jnp.float32).sum() for out in outs), outs
 
-    (_, train_out), grads = jax.value_and_grad(loss, argnums=(0, 1), has_aux=True)(
+    (_, train_outs), grads = jax.value_and_grad(loss, argnums=(0, 1), has_aux=True)(
         variables["params"], x)
-    return train_out, mixer.apply(variables, x, mask), grads
+    return train_outs, outputs(mixer.apply(variables, x, mask)), grads
 
-  train_out, eval_out, (param_grads, x_grad) = train_and_eval(x)
-  for which, out in (("training", train_out), ("evaluation", eval_out)):
-    assert out.dtype == jnp.bfloat16, f"{which} output is {out.dtype}"
-    assert bool(jnp.all(jnp.isfinite(out.astype(jnp.float32)))), f"{which} output not finite"
+  train_outs, eval_outs, (param_grads, x_grad) = train_and_eval(x)
+  for which, outs in (("training", train_outs), ("evaluation", eval_outs)):
+    for out in outs:
+      assert out.dtype == jnp.bfloat16, f"{which} output is {out.dtype}"
+      assert bool(jnp.all(jnp.isfinite(out.astype(jnp.float32)))), f"{which} output not finite"
   assert x_grad.dtype == jnp.bfloat16 and bool(jnp.all(jnp.isfinite(x_grad.astype(jnp.float32))))
   for path, grad in jax.tree_util.tree_leaves_with_path(param_grads):
     assert grad.dtype == jnp.float32, f"{jax.tree_util.keystr(path)} is {grad.dtype}"
@@ -218,7 +236,8 @@ def compiled_memory(name, length):
   x = jax.ShapeDtypeStruct((1, length, FEATURES), jnp.float32)
   mask = jax.ShapeDtypeStruct((1, length), jnp.bool_)
   variables = jax.eval_shape(mixer.init, jax.random.key(0), x, mask)
-  loss = lambda variables, x, mask: mixer.apply(variables, x, mask).sum()
+  loss = lambda variables, x, mask: sum(out.sum() for out in outputs(mixer.apply(variables, x,
+                                                                                 mask)))
   stats = jax.jit(jax.grad(loss, argnums=(0, 1))).lower(variables, x, mask).compile()
   stats = stats.memory_analysis()
   return stats.temp_size_in_bytes + stats.argument_size_in_bytes + stats.output_size_in_bytes
@@ -249,11 +268,13 @@ def test_the_shared_base_calls_a_sequence_mixer_without_projections(name):
   def through_the_base_and_direct(x):
     variables = module.init(jax.random.key(0), x, mask)
     inner = {k: v["attention"]["mixer"] for k, v in variables.items()}
-    return variables, module.apply(variables, x, mask), mixer.apply(inner, x, mask)
+    return (variables, outputs(module.apply(variables, x, mask)),
+            outputs(mixer.apply(inner, x, mask)))
 
-  variables, out, direct = through_the_base_and_direct(x)
+  variables, outs, directs = through_the_base_and_direct(x)
   assert set(variables["params"]["attention"]) == {"mixer"}  # no query/key/value/out
-  np.testing.assert_allclose(out, direct, atol=1e-6, rtol=1e-6)
+  for out, direct in zip(outs, directs, strict=True):
+    np.testing.assert_allclose(out, direct, atol=1e-6, rtol=1e-6)
   with pytest.raises(ValueError, match="sequence mixer"):
     MultiHeadAttention(num_heads=HEADS, qkv_dim=FEATURES, attention=name, max_len=LENGTH,
                        attention_kwargs=SMALL_KWARGS.get(name, {}), out_dim=FEATURES + 1).init(
