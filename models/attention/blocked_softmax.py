@@ -11,6 +11,11 @@ causal form does about half the work. Attention-weight dropout is supported: eac
 (query block, key block) pair draws its mask from a key folded from the block indices, so the
 backward pass regenerates exactly the forward pass's masks.
 
+An additive score bias `fn(q_pos, k_pos) -> [h, sq, sk]` (ALiBi, T5) is evaluated per block
+pair in both passes. Its closed-over arrays (T5's table) are made explicit arguments of the
+custom VJP (`jax.closure_convert`) and the backward pass returns their gradients: the bias
+block's cotangent is dS summed over the batch, pulled back through `fn` block by block.
+
 Not a registered variant: `transformer` uses it with `attention_kwargs={"implementation":
 "blocked"}`, and with "auto" (its default) at long lengths on a CPU.
 """
@@ -20,6 +25,7 @@ import functools
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from models.attention import masks
 
@@ -67,13 +73,32 @@ def _when(visible, compute, skip, *args):
   return jax.lax.cond(visible, compute, skip, *args)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5, 6, 7))
-def _attention(q, k, v, kv_valid, causal, block_q, block_k, dropout_rate, rng):
-  return _forward(q, k, v, kv_valid, causal, block_q, block_k, dropout_rate, rng)[0]
+def _add_score_bias(s, bias_fn, consts, q_pos, k_pos):
+  """Scores `[b, h, sq, sk]` plus the score bias of this block pair (if there is one)."""
+  if bias_fn is None:
+    return s
+  return s + bias_fn(q_pos, k_pos, *consts)[None].astype(s.dtype)
 
 
-def _forward(q, k, v, kv_valid, causal, block_q, block_k, dropout_rate, rng):
-  """q `[b, h, lq, d]`, k/v `[b, h, lk, d]` -> out `[b, h, lq, d]` and the residuals."""
+def _float0_or_zero(x):
+  """The zero cotangent of a primal: float0 for integer / bool arrays."""
+  if jnp.issubdtype(x.dtype, jnp.inexact):
+    return jnp.zeros_like(x)
+  return np.zeros(x.shape, jax.dtypes.float0)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5, 6, 7, 8))
+def _attention(q, k, v, kv_valid, causal, block_q, block_k, dropout_rate, bias_fn, rng,
+               bias_consts):
+  return _forward(q, k, v, kv_valid, causal, block_q, block_k, dropout_rate, bias_fn, rng,
+                  bias_consts)[0]
+
+
+def _forward(q, k, v, kv_valid, causal, block_q, block_k, dropout_rate, bias_fn, rng,
+             bias_consts):
+  """q `[b, h, lq, d]`, k/v `[b, h, lk, d]` -> out `[b, h, lq, d]` and the residuals.
+
+  `bias_fn(q_pos, k_pos, *bias_consts)`: the score bias (closure-converted), or None."""
   b, h, lq, d = q.shape
   lk = k.shape[2]
   scale = 1.0 / jnp.sqrt(jnp.asarray(d, q.dtype))
@@ -84,6 +109,7 @@ def _forward(q, k, v, kv_valid, causal, block_q, block_k, dropout_rate, rng):
   def one_query_block(args):
     qi, q_blk = args
     q_pos = qi * block_q + jnp.arange(block_q) + offset
+    bias_q_pos = q_pos if causal else q_pos - offset  # non-causal: the queries' own positions
 
     def step(carry, inputs):
       ki, k_blk, v_blk, valid_blk = inputs
@@ -92,6 +118,7 @@ def _forward(q, k, v, kv_valid, causal, block_q, block_k, dropout_rate, rng):
         m, l, acc = carry
         k_pos = ki * block_k + jnp.arange(block_k)
         s = jnp.einsum("bhqd,bhkd->bhqk", q_blk, k_blk)
+        s = _add_score_bias(s, bias_fn, bias_consts, bias_q_pos, k_pos)
         s = s + _bias(valid_blk, q_pos, k_pos, causal, s.dtype)
         m_new = jnp.maximum(m, s.max(-1))
         p = jnp.exp(s - m_new[..., None])
@@ -112,17 +139,19 @@ def _forward(q, k, v, kv_valid, causal, block_q, block_k, dropout_rate, rng):
 
   out, lse = jax.lax.map(one_query_block, (jnp.arange(qb.shape[0]), qb))
   out = _unblock(out, lq)
-  return out, (q, k, v, kv_valid, out, lse, rng)
+  return out, (q, k, v, kv_valid, out, lse, rng, bias_consts)
 
 
-def _backward(causal, block_q, block_k, dropout_rate, residuals, d_out):
+def _backward(causal, block_q, block_k, dropout_rate, bias_fn, residuals, d_out):
   """One pass over (query block, key block) pairs: FlashAttention-2's backward (Dao 2023,
   Alg. 2), recomputing P = exp(S - L) once per pair and using D = rowsum(dO * O).
 
   dK and dV are accumulated transposed (`[d, sk]` per block): on XLA's CPU dot, P^T dO
   contracted over the queries runs about 3x slower than dO^T P, its transpose.
   """
-  q, k, v, kv_valid, out, lse, rng = residuals
+  q, k, v, kv_valid, out, lse, rng, bias_consts = residuals
+  # Gradients only for the bias's floating-point arrays (others get float0 zeros).
+  trainable = [jnp.issubdtype(c.dtype, jnp.inexact) for c in bias_consts]
   lq, lk, d = q.shape[2], k.shape[2], q.shape[-1]
   scale = 1.0 / jnp.sqrt(jnp.asarray(d, q.dtype))
   delta = (d_out * out).sum(-1, keepdims=True)  # D = rowsum(dO * O), [b, h, lq, 1]
@@ -131,16 +160,29 @@ def _backward(causal, block_q, block_k, dropout_rate, residuals, d_out):
   valid = _blocks(kv_valid, block_k, axis=1)
   offset = lk - lq
 
+  def bias_grads(q_pos, k_pos, d_bias):
+    """Pulls the bias block's cotangent `[h, sq, sk]` back to the bias's float arrays."""
+    def of_trainable(*floats):
+      it = iter(floats)
+      consts = [next(it) if t else c for c, t in zip(bias_consts, trainable)]
+      return bias_fn(q_pos, k_pos, *consts)
+    floats = [c for c, t in zip(bias_consts, trainable) if t]
+    _, pullback = jax.vjp(of_trainable, *floats)
+    return pullback(d_bias.astype(jnp.float32))
+
   def one_query_block(acc, inputs):
     qi, q_blk, do_blk, lse_blk, delta_blk = inputs
     q_pos = qi * block_q + jnp.arange(block_q) + offset
+    bias_q_pos = q_pos if causal else q_pos - offset
 
-    def step(dq, inputs):
+    def step(carry, inputs):
       ki, k_blk, v_blk, valid_blk = inputs
 
-      def compute(dq):
+      def compute(carry):
+        dq, d_consts = carry
         k_pos = ki * block_k + jnp.arange(block_k)
         s = jnp.einsum("bhqd,bhkd->bhqk", q_blk, k_blk)
+        s = _add_score_bias(s, bias_fn, bias_consts, bias_q_pos, k_pos)
         p = jnp.exp(s + _bias(valid_blk, q_pos, k_pos, causal, s.dtype) - lse_blk[..., None])
         dp = jnp.einsum("bhqd,bhkd->bhqk", do_blk, v_blk)
         p_dropped = p
@@ -150,23 +192,31 @@ def _backward(causal, block_q, block_k, dropout_rate, residuals, d_out):
         ds = p * (dp - delta_blk)
         dk_t = jnp.einsum("bhqd,bhqk->bhdk", q_blk, ds)  # q_blk already carries the scale
         dv_t = jnp.einsum("bhqd,bhqk->bhdk", do_blk, p_dropped)
-        return dq + jnp.einsum("bhqk,bhkd->bhqd", ds, k_blk), (dk_t, dv_t)
+        if d_consts:  # dS is also the bias block's gradient (dS/dbias = 1), summed over b
+          d_consts = tuple(a + g for a, g in
+                           zip(d_consts, bias_grads(bias_q_pos, k_pos, ds.sum(0))))
+        dq = dq + jnp.einsum("bhqk,bhkd->bhqd", ds, k_blk)
+        return (dq, d_consts), (dk_t, dv_t)
 
-      def skip(dq):
+      def skip(carry):
         zeros = jnp.zeros(k_blk.shape[:2] + (d, block_k), q.dtype)
-        return dq, (zeros, zeros)
+        return carry, (zeros, zeros)
 
-      return _when(_visible(causal, qi, ki, block_q, block_k, offset), compute, skip, dq)
+      return _when(_visible(causal, qi, ki, block_q, block_k, offset), compute, skip, carry)
 
-    dq, (dk_t, dv_t) = jax.lax.scan(step, jnp.zeros_like(q_blk),
-                                    (jnp.arange(kb.shape[0]), kb, vb, valid))
-    return (acc[0] + dk_t, acc[1] + dv_t), dq * scale
+    (dq, d_consts), (dk_t, dv_t) = jax.lax.scan(
+        step, (jnp.zeros_like(q_blk), acc[2]), (jnp.arange(kb.shape[0]), kb, vb, valid))
+    return (acc[0] + dk_t, acc[1] + dv_t, d_consts), dq * scale
 
   zeros = jnp.zeros(kb.shape[:3] + (d, block_k), q.dtype)  # [nk, b, h, d, sk]
-  (dk_t, dv_t), dq = jax.lax.scan(one_query_block, (zeros, zeros),
-                                  (jnp.arange(qb.shape[0]), qb, dob, lse, delta_b))
+  d_consts = tuple(jnp.zeros_like(c) for c, t in zip(bias_consts, trainable) if t)
+  (dk_t, dv_t, d_consts), dq = jax.lax.scan(one_query_block, (zeros, zeros, d_consts),
+                                            (jnp.arange(qb.shape[0]), qb, dob, lse, delta_b))
   untranspose = lambda x: _unblock(jnp.swapaxes(x, -1, -2), lk)
-  return _unblock(dq, lq), untranspose(dk_t), untranspose(dv_t), None, None
+  it = iter(d_consts)
+  d_bias_consts = tuple(next(it) if t else _float0_or_zero(c)
+                        for c, t in zip(bias_consts, trainable))
+  return (_unblock(dq, lq), untranspose(dk_t), untranspose(dv_t), None, None, d_bias_consts)
 
 
 _attention.defvjp(_forward, _backward)
@@ -174,7 +224,7 @@ _attention.defvjp(_forward, _backward)
 
 def blocked_softmax_attention(q, k, v, *, q_mask=None, kv_mask=None, causal=False,
                               block_q=256, block_k=16384, dropout_rate=0.0, dropout_rng=None,
-                              deterministic=True, float32_softmax=True):
+                              deterministic=True, float32_softmax=True, score_bias=None):
   """Exact attention, same contract as `softmax_attention`, O(L * block) memory.
 
   `float32_softmax=False` keeps the inputs' dtype inside (bfloat16: the running max, normaliser
@@ -192,5 +242,11 @@ def blocked_softmax_attention(q, k, v, *, q_mask=None, kv_mask=None, causal=Fals
   # batched matmul.
   compute = jnp.promote_types(q.dtype, jnp.float32) if float32_softmax else q.dtype
   q, k, v = (jnp.swapaxes(t.astype(compute), 1, 2) for t in (q, k, v))
-  out = jnp.swapaxes(_attention(q, k, v, kv_valid, causal, block_q, block_k, rate, rng), 1, 2)
+  bias_fn, bias_consts = None, ()
+  if score_bias is not None:  # its closed-over arrays become arguments of the custom VJP
+    example = (jnp.zeros(block_q, jnp.int32), jnp.zeros(block_k, jnp.int32))
+    bias_fn, bias_consts = jax.closure_convert(score_bias, *example)
+    bias_consts = tuple(bias_consts)
+  out = _attention(q, k, v, kv_valid, causal, block_q, block_k, rate, bias_fn, rng, bias_consts)
+  out = jnp.swapaxes(out, 1, 2)
   return masks.zero_padded_queries(out.astype(out_dtype), q_mask)

@@ -7,10 +7,12 @@ or, with `look_back=True`, to its own block and the previous one (the Image Tran
 memory block of preceding positions). The causal form masks keys after the query inside that
 window. Cost O(L * block) in time and memory: scores are `[n_blocks, block, (1|2) * block]`.
 Lengths that are not a multiple of the block are padded internally (padded keys masked).
+`score_bias` (the base's ALiBi / T5 option) is evaluated per block on the window's positions.
 """
 from __future__ import annotations
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 
 from models.attention import blocking, masks
@@ -18,8 +20,10 @@ from models.attention.registry import register
 
 
 def local_attention(q, k, v, *, block_size=50, look_back=False, causal=False, q_mask=None,
-                    kv_mask=None, dropout_rate=0.0, dropout_rng=None, deterministic=True):
-  """Pure function. q/k/v `[b, l, h, d]` (self-attention), masks bool `[b, l]`."""
+                    kv_mask=None, dropout_rate=0.0, dropout_rng=None, deterministic=True,
+                    score_bias=None):
+  """Pure function. q/k/v `[b, l, h, d]` (self-attention), masks bool `[b, l]`;
+  `score_bias`: fn(q_pos, k_pos) -> `[h, lq, lk]` added to the scaled logits."""
   blocking.check_self_attention(q, k, "local")
   if block_size < 1:
     raise ValueError(f"local: block_size={block_size}; expected a positive integer")
@@ -42,6 +46,8 @@ def local_attention(q, k, v, *, block_size=50, look_back=False, causal=False, q_
 
   # 1/sqrt(d) on the logits, where it fuses into the softmax (no extra pass over q).
   logits = jnp.einsum("bnqhd,bnkhd->bnhqk", qb, k_win) / jnp.sqrt(depth).astype(q.dtype)
+  if score_bias is not None:  # [n, h, B, K], one block's bias at a time (window slots < 0 masked)
+    logits = logits + jax.vmap(score_bias)(q_pos[0], k_pos[0])[None].astype(logits.dtype)
   weights = blocking.joint_softmax([logits], [allowed])
   weights, = blocking.dropout(weights, dropout_rate, dropout_rng, deterministic)
   out = jnp.einsum("bnhqk,bnkhd->bnqhd", weights, v_win)
@@ -49,7 +55,7 @@ def local_attention(q, k, v, *, block_size=50, look_back=False, causal=False, q_
   return masks.zero_padded_queries(out, q_mask)
 
 
-@register("local", causal=True, cross=False)
+@register("local", causal=True, cross=False, score_bias=True)
 class LocalAttention(nn.Module):
   """Block-local attention; `block_size` 50 as LRA's local attention model."""
   block_size: int = 50
@@ -58,11 +64,12 @@ class LocalAttention(nn.Module):
   dropout_rate: float = 0.0
 
   @nn.compact
-  def __call__(self, q, k, v, *, q_mask=None, kv_mask=None, deterministic=True, inputs_q=None):
+  def __call__(self, q, k, v, *, q_mask=None, kv_mask=None, deterministic=True, inputs_q=None,
+               score_bias=None):
     rng = None
     if not deterministic and self.dropout_rate > 0.0:
       rng = self.make_rng("dropout")
     return local_attention(q, k, v, block_size=self.block_size, look_back=self.look_back,
                            causal=self.causal, q_mask=q_mask, kv_mask=kv_mask,
                            dropout_rate=self.dropout_rate, dropout_rng=rng,
-                           deterministic=deterministic)
+                           deterministic=deterministic, score_bias=score_bias)

@@ -12,6 +12,12 @@ sum's accumulation are float32 and the result is cast back to q's dtype (dense a
 False computes them in the inputs' dtype). The fused kernel ("xla") computes its logits and
 softmax in float32 whatever this setting (cuDNN's kernel, and JAX's XLA fallback:
 `_dot_product_attention_core` promotes the logits to float32).
+
+`score_bias` (call argument, from the base's ALiBi / T5 options): `fn(q_pos, k_pos) -> [h, lq,
+lk]` added to the scaled logits before the masks. Dense evaluates it once over all positions;
+blocked once per (query block, key block) pair inside its scans, forward and backward (the
+backward pass also returns the bias function's parameter gradients, e.g. T5's table); "xla"
+passes the full `[1, h, lq, lk]` bias to `jax.nn.dot_product_attention` (quadratic memory).
 """
 from __future__ import annotations
 
@@ -19,7 +25,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from models.attention import masks
+from models.attention import masks, positions
 from models.attention.blocked_softmax import blocked_softmax_attention
 from models.attention.registry import register
 
@@ -55,15 +61,20 @@ def choose_implementation(backend: str, length: int, dropout: bool) -> str:
 
 def softmax_attention(q, k, v, *, q_mask=None, kv_mask=None, causal=False,
                       dropout_rate=0.0, dropout_rng=None, deterministic=True,
-                      float32_softmax=True):
+                      float32_softmax=True, score_bias=None):
   """Pure function. q: `[b, lq, h, d]`, k/v: `[b, lk, h, d]`, masks bool `[b, l]`.
 
   `float32_softmax`: logits, softmax and the weighted sum accumulate in float32 (a no-op for
-  float32 inputs); the output has q's dtype either way."""
+  float32 inputs); the output has q's dtype either way. `score_bias`: fn(q_pos, k_pos) ->
+  `[h, lq, lk]` added to the scaled logits (module docstring)."""
   depth = q.shape[-1]
   compute = jnp.promote_types(q.dtype, jnp.float32) if float32_softmax else q.dtype
   logits = jnp.einsum("bqhd,bkhd->bhqk", q, k, preferred_element_type=compute)
   logits = logits / jnp.sqrt(depth).astype(compute)
+  if score_bias is not None:
+    lq, lk = q.shape[1], k.shape[1]
+    bias = score_bias(positions.query_positions(lq, lk, causal), jnp.arange(lk))
+    logits = logits + bias[None].astype(compute)
   bias = masks.padding_bias(q_mask, kv_mask, logits.dtype)
   if bias is not None:
     logits = logits + bias
@@ -77,7 +88,7 @@ def softmax_attention(q, k, v, *, q_mask=None, kv_mask=None, causal=False,
   return masks.zero_padded_queries(out.astype(q.dtype), q_mask)
 
 
-@register("transformer", causal=True, cross=True, subquadratic=False)
+@register("transformer", causal=True, cross=True, subquadratic=False, score_bias=True)
 class SoftmaxAttention(nn.Module):
   """Full attention with padding and causal masks and attention-weight dropout."""
   causal: bool = False
@@ -92,7 +103,8 @@ class SoftmaxAttention(nn.Module):
   block_k: int = 16384
 
   @nn.compact
-  def __call__(self, q, k, v, *, q_mask=None, kv_mask=None, deterministic=True, inputs_q=None):
+  def __call__(self, q, k, v, *, q_mask=None, kv_mask=None, deterministic=True, inputs_q=None,
+               score_bias=None):
     if self.implementation not in IMPLEMENTATIONS:
       raise ValueError(f"transformer attention_kwargs.implementation={self.implementation!r}; "
                        f"expected one of {IMPLEMENTATIONS}")
@@ -108,7 +120,7 @@ class SoftmaxAttention(nn.Module):
         implementation = choose_implementation("cpu", max(q.shape[1], k.shape[1]), False)
     common = dict(q_mask=q_mask, kv_mask=kv_mask, causal=self.causal,
                   dropout_rate=self.dropout_rate, dropout_rng=rng, deterministic=deterministic,
-                  float32_softmax=self.float32_softmax)
+                  float32_softmax=self.float32_softmax, score_bias=score_bias)
     if implementation == "dense":
       return softmax_attention(q, k, v, **common)
     if implementation == "blocked":
@@ -117,12 +129,13 @@ class SoftmaxAttention(nn.Module):
     if rng is not None:
       raise ValueError("attention_kwargs.implementation='xla' has no attention dropout; set "
                        "config.model.attention_dropout_rate=0 or use 'dense'/'blocked'/'auto'")
-    return xla_attention(q, k, v, q_mask, kv_mask, self.causal)
+    return xla_attention(q, k, v, q_mask, kv_mask, self.causal, score_bias)
 
 
-def xla_attention(q, k, v, q_mask, kv_mask, causal):
+def xla_attention(q, k, v, q_mask, kv_mask, causal, score_bias=None):
   """`jax.nn.dot_product_attention` (fused cuDNN kernel on GPUs that have one; its logits and
-  softmax are float32 for bfloat16 inputs)."""
+  softmax are float32 for bfloat16 inputs). `score_bias` is evaluated over all positions and
+  passed as its `bias` `[1, h, lq, lk]`, in q's dtype."""
   mask = None
   if kv_mask is not None:
     mask = kv_mask[:, None, None, :]
@@ -130,5 +143,10 @@ def xla_attention(q, k, v, q_mask, kv_mask, causal):
       mask = mask & q_mask[:, None, :, None]
   if causal and q.shape[1] != k.shape[1]:
     raise ValueError("implementation='xla' needs equal query and key lengths when causal")
-  out = jax.nn.dot_product_attention(q, k, v, mask=mask, is_causal=causal)
+  bias = None
+  if score_bias is not None:
+    lq, lk = q.shape[1], k.shape[1]
+    bias = score_bias(positions.query_positions(lq, lk, causal), jnp.arange(lk))
+    bias = bias[None].astype(q.dtype)
+  out = jax.nn.dot_product_attention(q, k, v, bias=bias, mask=mask, is_causal=causal)
   return masks.zero_padded_queries(out, q_mask)
