@@ -57,7 +57,8 @@ def synthesized_attention(logits, v, *, q_mask=None, kv_mask=None, causal=False,
   return masks.zero_padded_queries(out.astype(v.dtype), q_mask)   # logits may be float32
 
 
-@register("synthesizer", causal=True, cross=True, needs_max_len=True, subquadratic=False)
+@register("synthesizer", causal=True, cross=True, needs_max_len=True, subquadratic=False,
+          rope=False)  # synthesised logits; with_dot_product mixes in q.k, still no RoPE
 class SynthesizerAttention(nn.Module):
   """Synthesised attention; dense modes read `inputs_q` (the un-projected query input)."""
   causal: bool = False
