@@ -95,8 +95,9 @@ def _r(value: float) -> float:
 
 
 # Our name -> the published row it is compared with, where the two differ: configs/s4d_*.py are
-# the S4 repository's LRA configs with `init: legs`, i.e. the S4D paper's S4D-LegS row.
-PUBLISHED_ROW = {"s4d": "s4d_legs"}
+# the S4 repository's LRA configs with `init: legs`, i.e. the S4D paper's S4D-LegS row;
+# configs/luna_*.py are Luna-256 (packed length 256), the paper's headline LRA row.
+PUBLISHED_ROW = {"s4d": "s4d_legs", "luna": "luna_256"}
 
 
 def _published_attention(label: str) -> str:
