@@ -38,6 +38,7 @@ zero-padded up (tensor2tensor drops the incomplete last window: "valid" convolut
 from __future__ import annotations
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 
 from models.attention import blocking, masks
@@ -91,25 +92,27 @@ def memory_compressed_attention(q, k, v, key_kernel, value_kernel, key_bias=None
   compute = jnp.promote_types(q.dtype, jnp.float32)
   kc, slot_valid = compress(kb, valid, key_kernel, key_bias, factor)   # [b, n, m, h, d]
   vc, _ = compress(vb, valid, value_kernel, value_bias, factor)
-  scale = jnp.sqrt(depth).astype(compute)
-  logits = jnp.einsum("bnqhd,bnmhd->bnhqm", qb, kc.astype(q.dtype),
-                      preferred_element_type=compute) / scale
+  kc, vc = kc.astype(q.dtype), vc.astype(compute)
+  slot_end = (jnp.arange(kc.shape[2]) + 1) * factor - 1                # last position of slot j
+  if causal and factor > 1:
+    # tensor2tensor's first-position slot, prepended to the memory: every query of the block
+    # sees it (slot end -1), so queries before the first complete window see something.
+    kc = jnp.concatenate([kb[:, :, :1], kc], axis=2)
+    vc = jnp.concatenate([jnp.where(valid[:, :, :1, None, None], vb[:, :, :1], 0.0)
+                          .astype(compute), vc], axis=2)
+    slot_valid = jnp.concatenate([valid[:, :, :1], slot_valid], axis=2)
+    slot_end = jnp.concatenate([jnp.array([-1]), slot_end])
+  logits = jnp.einsum("bnqhd,bnmhd->bnhqm", qb, kc,
+                      preferred_element_type=compute) / jnp.sqrt(depth).astype(compute)
   allowed = slot_valid[:, :, None, None, :]                           # [b, n, 1, 1, m]
-  groups, group_allowed, values = [logits], [allowed], [vc.astype(compute)]
-  if causal:
-    q_pos = jnp.arange(qb.shape[2])[:, None]                          # within the block
-    slot_end = (jnp.arange(kc.shape[2]) + 1) * factor - 1
-    group_allowed[0] = allowed & (slot_end[None, :] <= q_pos)
-    if factor > 1:   # tensor2tensor's first-position slot, seen by every query of the block
-      first = jnp.einsum("bnqhd,bnhd->bnhq", qb, kb[:, :, 0],
-                         preferred_element_type=compute)[..., None] / scale
-      groups.append(first)
-      group_allowed.append(valid[:, :, 0][:, :, None, None, None])
-      values.append(jnp.where(valid[:, :, 0, None, None], vb[:, :, 0], 0.0)[:, :, None]
-                    .astype(compute))
-  weights = blocking.joint_softmax(groups, group_allowed)
-  weights = blocking.dropout(weights, dropout_rate, dropout_rng, deterministic)
-  out = sum(jnp.einsum("bnhqm,bnmhd->bnqhd", w, val) for w, val in zip(weights, values))
+  if causal:   # only slots whose whole window is at or before the query (exactly causal)
+    allowed = allowed & (slot_end[None, :] <= jnp.arange(qb.shape[2])[:, None])
+  weights = jax.nn.softmax(jnp.where(allowed, logits, masks.big_negative(compute)), axis=-1)
+  # A query with no slot to see (a context of padding only) gets zeros, not a uniform average.
+  weights = weights * allowed.any(axis=-1, keepdims=True)
+  if not deterministic and dropout_rate > 0.0:
+    weights = masks.dropout_weights(weights, dropout_rate, dropout_rng)
+  out = jnp.einsum("bnhqm,bnmhd->bnqhd", weights, vc)
   out = blocking.from_blocks(out)[:, :lq]
   return masks.zero_padded_queries(out.astype(q.dtype), q_mask)
 
