@@ -1,8 +1,8 @@
-"""FNet (Lee-Thorp et al. 2022) on Pathfinder-32: the task's LRA settings with FNet's
-parameter-free Fourier sublayer (models/attention/fnet.py). The paper's LRA experiments (sec. 4.4,
-Table 6 of the NAACL version) run its Fourier sublayer in the LRA codebase's setup for each task;
-no FNet-specific model or training settings are stated in the sources checked, so the task's
-base is used unchanged (FNet has no attention dropout: the rate is 0)."""
+"""FNet (Lee-Thorp et al. 2022) on Pathfinder-32: the task's LRA settings with FNet's parameter-free
+Fourier sublayer (models/attention/fnet.py). The paper's Long-Range Arena experiments (its LRA
+results table) run the Fourier sublayer in the LRA codebase's setup for each task; no FNet-
+specific model or training settings are stated in the sources checked, so the task's base is used
+unchanged (FNet has no attention dropout: the rate is 0)."""
 from configs import base_pathfinder, defaults
 
 

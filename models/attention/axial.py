@@ -6,9 +6,9 @@ The length-L sequence is laid out in raster order on a grid of rows of `cols` po
 rows * cols), `shape=()` (default) folds a 1-D input into a near-square grid, cols = ceil(sqrt(L)),
 rows = ceil(L / cols). The tail of the last row is padded internally and masked.
 
-Bidirectional form: row attention, then column attention over the row attention's output, inside
-one mixer (sec. 3: a row layer followed by a column layer gives every position the whole grid as
-its receptive field; the paper's unmasked blocks alternate the two). With A_row and A_col the
+Bidirectional form: row attention, then column attention over the row attention's output, inside one
+mixer (the paper's axial attention: a row layer followed by a column layer gives every position the
+whole grid as its receptive field; its unmasked blocks alternate the two). With A_row and A_col the
 row-wise and column-wise softmax(q k^T / sqrt(d)) of the same q and k,
 
   R[i, j] = sum_j' A_row[(i,j),(i,j')] v[i, j'],     y[i, j] = sum_i' A_col[(i,j),(i',j)] R[i', j],
@@ -16,10 +16,10 @@ row-wise and column-wise softmax(q k^T / sqrt(d)) of the same q and k,
 so every position reaches every other in one layer at cost O(L (rows + cols)) in time and memory
 (O(L^1.5) for the near-square fold): no [L, L] array exists. All heads do both steps.
 
-Causal form, exactly causal in raster order, with the decomposition of the paper's Axial
-Transformer (sec. 3.1): the rows above are summarised by unmasked row attention and read through
-column attention masked to strictly earlier rows (the "outer decoder" on the input shifted down a
-row); the current row by row attention masked to columns j' <= j (the "inner decoder"):
+Causal form, exactly causal in raster order, with the decomposition of the paper's Axial Transformer
+(its outer and inner decoders): the rows above are summarised by unmasked row attention and read
+through column attention masked to strictly earlier rows (the "outer decoder" on the input shifted
+down a row); the current row by row attention masked to columns j' <= j (the "inner decoder"):
 
   y[i, j] = sum_{i'<i} A_col[(i,j),(i',j)] R_full[i', j] + A_col[(i,j),(i,j)] R_causal[i, j],
 
