@@ -122,3 +122,10 @@ def test_grid_layout_and_errors():
     grid_shape(1025, (32, 32))
   with pytest.raises(ValueError, match="expected \\(\\) or \\(rows, cols\\)"):
     grid_shape(16, (16,))
+
+
+def test_memory_grows_as_length_to_the_one_and_a_half():
+  from tests.test_attention import compiled_memory  # pylint: disable=import-outside-toplevel
+  fold = {"shape": ()}
+  ratio = compiled_memory("axial", 4096, kwargs=fold) / compiled_memory("axial", 1024, kwargs=fold)
+  assert ratio <= 10.0, ratio   # 4^1.5 = 8 for the near-square fold; exact attention: 16
