@@ -100,6 +100,18 @@ def test_many_features_approximate_gaussian_kernel_attention():
   assert many < 0.25 * few, (many, few)
 
 
+def test_zero_vectors_get_finite_gradients():
+  # Padded tokens can reach the mixer as exact zeros (zeroed embeddings, no projection bias):
+  # the l2 normalisation must not turn them into NaN gradients for everyone else.
+  q, k, v = qkv(8)
+  q[:, 10:], k[:, 10:] = 0.0, 0.0
+  w = projection(8)
+  mask = np.arange(16)[None, :] < 10
+  grads = jax.jit(jax.grad(lambda q, k: rfa_attention(
+      q, k, v, w, q_mask=mask, kv_mask=mask, causal=True, chunk_size=8).sum(), (0, 1)))(q, k)
+  assert all(np.all(np.isfinite(np.asarray(g))) for g in grads)
+
+
 def test_gating_without_causal_is_a_build_time_error():
   with pytest.raises(ValueError, match="gating=True"):
     registry.build_mixer("rfa", {"gating": True})

@@ -52,7 +52,11 @@ NORM_EPS = 1e-3   # the authors' x / (|x| + 1e-3)
 
 
 def l2_normalise(x):
-  return x / (jnp.linalg.norm(x, axis=-1, keepdims=True) + NORM_EPS)
+  """x / (|x| + 1e-3), with a finite gradient at x = 0 (e.g. a padded token's zero embedding:
+  the gradient of a plain norm there is 0/0 = NaN, which masking cannot remove)."""
+  squared = jnp.sum(x * x, axis=-1, keepdims=True)
+  norm = jnp.where(squared > 0, jnp.sqrt(jnp.where(squared > 0, squared, 1.0)), 0.0)
+  return x / (norm + NORM_EPS)
 
 
 def random_features(x, projection, feature_map):
