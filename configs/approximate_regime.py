@@ -20,10 +20,21 @@ What "covers" means per variant, with L = length and Q = L // 4:
   performer           num_features = min(m, Q)       (LRA's ListOps m=2 already qualifies)
   reformer            chunk_len = min(chunk_len, Q // 2) (a chunk sees itself and its neighbour)
   mega                chunk_size = min(chunk_size, Q) where chunked (Mega-chunk)
+  skyformer           num_landmarks = Q
+  rfa                 num_features = min(D, Q)
+  routing             num_clusters >= 4 (a cluster holds L / k tokens), or window = min(w, Q)
+  long_short          window = min(w, Q // 2)          (2w local keys plus r projections)
+  h_transformer_1d    block_size Nr = min(Nr, the even number <= Q / 3) (3 exact blocks a row)
+  memory_compressed   factor = max(f, 4)              (L / f compressed keys <= Q); block_size
+                      = min(b, Q) where blocked (local memory-compressed blocks)
+  luna                packed_length = min(l, Q)
+  isab                num_inducing = min(m, Q)
 Not scaled, because they have no coverage setting: transformer (exact, the reference),
-linear_transformer (kernel, no window), synthesizer (its random mode learns a dense L x L map),
-and the sequence mixers (S4D, S5, LRU, H3, Hyena, long convolutions, SGConv), whose kernels or
-recurrences span the whole input by design.
+linear_transformer and cosformer (kernels, no window), aft (every key enters every output; the
+local window only shapes learned biases), axial (two hops reach everything; its grid is the
+data's), synthesizer (its random mode learns a dense L x L map), and the other sequence mixers
+(S4D, S5, LRU, H3, Hyena, long convolutions, SGConv, FNet), whose kernels, recurrences or
+transforms span the whole input by design.
 """
 from __future__ import annotations
 
@@ -31,7 +42,7 @@ import ml_collections
 
 from models.attention import registry
 
-UNSCALED = ("transformer", "linear_transformer", "synthesizer")
+UNSCALED = ("transformer", "linear_transformer", "synthesizer", "cosformer", "aft", "axial")
 
 
 def scale_to(config: ml_collections.ConfigDict, length: int) -> dict:
@@ -57,6 +68,25 @@ def scale_to(config: ml_collections.ConfigDict, length: int) -> dict:
     changes = {"num_features": min(kwargs.num_features, quarter)}
   elif name == "reformer":
     changes = {"chunk_len": min(kwargs.chunk_len, quarter // 2)}
+  elif name == "skyformer":
+    changes = {"num_landmarks": quarter}
+  elif name == "rfa":
+    changes = {"num_features": min(kwargs.num_features, quarter)}
+  elif name == "routing":
+    changes = ({"window": min(kwargs.window, quarter)} if kwargs.window > 0
+               else {"num_clusters": max(kwargs.num_clusters, 4)})
+  elif name == "long_short":
+    changes = {"window": max(min(kwargs.window, quarter // 2), 1)}
+  elif name == "h_transformer_1d":
+    changes = {"block_size": max(min(kwargs.block_size, quarter // 3 // 2 * 2), 2)}
+  elif name == "memory_compressed":  # ceil(L / factor) compressed keys <= Q needs factor >= 4
+    changes = {"factor": max(kwargs.factor, 4)}
+    if kwargs.block_size > 0:
+      changes["block_size"] = min(kwargs.block_size, quarter)
+  elif name == "luna":
+    changes = {"packed_length": min(kwargs.packed_length, quarter)}
+  elif name == "isab":
+    changes = {"num_inducing": min(kwargs.num_inducing, quarter)}
   elif name in UNSCALED or (name in registry.names() and registry.get(name).kind == "sequence"):
     # State-space and long-convolution mixers see the whole sequence by design (a kernel or a
     # recurrence as long as the input); Mega-chunk's chunk is its coverage setting.

@@ -13,10 +13,13 @@ from configs import approximate_regime, base_listops, defaults
 from models.attention import registry
 
 # Variants whose queries see a subset of keys: counted from the gradient, key by key.
-PATTERN = ("local", "longformer", "bigbird", "sparse_transformer", "reformer")
-# Variants that approximate through a size (landmarks, rank, features, sorted blocks).
+PATTERN = ("local", "longformer", "bigbird", "sparse_transformer", "reformer", "routing")
+# Variants that approximate through a size (landmarks, rank, features, sorted blocks, windows
+# beside a global summary, packed or inducing sequences).
 SIZED = {"nystromformer": "num_landmarks", "linformer": "k", "performer": "num_features",
-         "sinkhorn": "block_size"}
+         "sinkhorn": "block_size", "skyformer": "num_landmarks", "rfa": "num_features",
+         "long_short": "window", "h_transformer_1d": "block_size", "luna": "packed_length",
+         "isab": "num_inducing"}
 
 
 def small_config(name):
@@ -25,12 +28,12 @@ def small_config(name):
 
 def test_every_registered_variant_is_classified():
   classified = (set(PATTERN) | set(SIZED) | set(approximate_regime.UNSCALED)
-                | set(registry.names(kind="sequence")))
+                | set(registry.names(kind="sequence")) | {"memory_compressed"})
   assert set(registry.names()) <= classified, sorted(set(registry.names()) - classified)
 
 
 def test_sequence_mixers_are_unscaled_but_mega_chunk_is():
-  for name in registry.names(kind="sequence"):
+  for name in sorted(set(registry.names(kind="sequence")) - set(SIZED)):
     full = importlib.import_module(f"configs.{name}_listops").get_config()
     config = defaults.attention(base_listops.get_config(), name, **full.model.attention_kwargs)
     changes = approximate_regime.scale_to(config, 128)
@@ -92,3 +95,9 @@ def test_scaling_is_what_the_preset_documents():
     fake.unlock()
     fake.model.attention = "newformer"
     approximate_regime.scale_to(fake, 128)
+
+
+def test_memory_compressed_keeps_at_most_a_quarter_of_the_keys():
+  config = small_config("memory_compressed")
+  kwargs = config.model.attention_kwargs
+  assert -(-(config.data.max_length + 1) // kwargs.factor) <= (config.data.max_length + 1) // 4 + 1

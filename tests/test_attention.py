@@ -15,9 +15,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from models.attention import (h3, hyena, linformer, long_conv, mega, nystromformer, performer,
-                              registry, s4d, s5, sgconv, sparse_transformer, synthesizer,
-                              transformer)
+from models.attention import (aft, h3, hyena, linformer, long_conv, mega, nystromformer,
+                              performer, registry, rfa, s4d, s5, sgconv, sparse_transformer,
+                              synthesizer, transformer)
 from tests.attention_cases import (HEAD_DIM, HEADS, LENGTH, MEMORY_KWARGS, OPTION_MATRIX,
                                    SMALL_KWARGS)
 
@@ -72,6 +72,11 @@ def test_padding_invariance(name, causal):
   assert bool(jnp.all(jnp.isfinite(out2)))
 
 
+# Settings that exist only in a variant's causal form (building them bidirectional is an error
+# by design): their OPTION_MATRIX entries run causal only.
+CAUSAL_ONLY = {"rfa": ("gating",)}
+
+
 def option_cases(names=None, only=None):
   """(name, options, causal) for every entry of OPTION_MATRIX (or, for the variants in `only`,
   only theirs; the others at their defaults), causal where supported."""
@@ -79,6 +84,8 @@ def option_cases(names=None, only=None):
     matrix = OPTION_MATRIX.get(name, [{}]) if only is None or name in only else [{}]
     for options in matrix:
       for causal in (False, True) if registry.get(name).supports_causal else (False,):
+        if not causal and any(options.get(flag) for flag in CAUSAL_ONLY.get(name, ())):
+          continue
         label = ",".join(f"{k}={v}" for k, v in options.items()) or "defaults"
         yield pytest.param(name, options, causal,
                            id=f"{name}-{label}-{'causal' if causal else 'bidirectional'}")
@@ -151,6 +158,8 @@ SETTING_CHOICES = {
     ("hyena", "form"): hyena.FORMS,
     ("mega", "attention_activation"): mega.ATTENTION_ACTIVATIONS,
     ("sgconv", "interpolation"): sgconv.INTERPOLATIONS,
+    ("aft", "mode"): aft.MODES,
+    ("rfa", "feature_map"): rfa.FEATURE_MAPS,
 }
 
 
@@ -217,7 +226,8 @@ def test_dropout_off_is_deterministic(name):
 # attention dropout (see each module's docstring), so their mixers declare no `dropout_rate`,
 # a nonzero rate is refused at build time and their configs set it to 0. Any other variant must
 # apply the rate it is given.
-NO_ATTENTION_WEIGHTS = {"linear_transformer", "nystromformer", "performer"}
+NO_ATTENTION_WEIGHTS = {"linear_transformer", "nystromformer", "performer", "aft", "rfa",
+                        "cosformer", "skyformer"}
 
 
 def declares_dropout(name):
