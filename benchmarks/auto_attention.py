@@ -49,7 +49,7 @@ def compiled_step(length: int, implementation: str):
   tx = optax.adamw(1e-4, b1=0.9, b2=0.98, eps=1e-9, weight_decay=0.1)
 
   def train_step(params, opt_state, batch, rng):
-    loss, grads = jax.value_and_grad(lambda p: (apply(p, batch, rng) ** 2).mean())(params)
+    loss, grads = jax.value_and_grad(lambda p: (apply(p, batch, rng)[0] ** 2).mean())(params)
     updates, opt_state = tx.update(grads, opt_state, params)
     return optax.apply_updates(params, updates), opt_state, loss
 

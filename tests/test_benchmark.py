@@ -300,3 +300,21 @@ def test_lra_ratio_is_against_dense_when_auto_is_measured_too():
   assert x["speedup_vs_transformer"] == 4.0 and x["memory_vs_transformer"] == 50 / 400
   assert auto["speedup_vs_transformer"] == 2.0
   assert x["fastest_exact_implementation"] == "auto" and x["speedup_vs_fastest_exact"] == 2.0
+
+
+@pytest.mark.parametrize("name,kwargs", [("luna", {"packed_length": 4, "num_heads": 2}),
+                                         ("routing", {"num_clusters": 2})])
+def test_a_block_with_a_memory_or_training_state_is_timed_with_it(name, kwargs):
+  """Luna's block returns (y, next_memory), both in the loss; Routing's step updates its EMA
+  centroids (batch_stats) as training does, and the step returns them."""
+  spec = {"attention": name, "length": 16, "batch": 1, "emb_dim": 16, "num_heads": 2,
+          "qkv_dim": 16, "mlp_dim": 32, "num_layers": 1, "block": "encoder", "model": "block",
+          "kwargs": kwargs, "repeats": 1}
+  apply, params, batch = benchmark._module_and_batch(spec)  # pylint: disable=protected-access
+  out, state = apply(params, batch, jax.random.key(0))
+  if name == "routing":
+    assert "batch_stats" in state  # the training step's updated centroids
+  else:
+    assert isinstance(out, tuple) and out[1].shape == (1, 4, 16)
+  result = benchmark.measure(spec)
+  assert result["status"] == "ok" and result["loss_finite"]
