@@ -1,6 +1,6 @@
 """Routing Transformer (Roy et al. 2021) on Path-X: the task's LRA settings and this variant's
-defaults, with k ~ sqrt(L) clusters as the paper sets them (sec. 4.1): L = 16384, 128 clusters
-(window L / k). The paper reports no LRA results (see models/attention/routing.py)."""
+defaults, with k ~ sqrt(L) clusters as the paper sets them (sec. 4): L = 16384,
+128 clusters (window L / k). The paper reports no LRA results (see models/attention/routing.py)."""
 from configs import base_pathx, defaults
 
 

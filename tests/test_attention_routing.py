@@ -7,7 +7,6 @@ Inputs are numpy; the pure function is jitted whole (op-by-op compiling dominate
 import functools
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 

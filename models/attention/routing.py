@@ -1,7 +1,7 @@
 """Routing Transformer attention (Roy, Saffar, Vaswani and Grangier 2021, "Efficient
 Content-Based Sparse Attention with Routing Transformers", TACL; sec. 4 "Routing attention").
 
-- Routing (sec. 4.1): queries and keys are normalised (layer norm without scale or bias, as the
+- Routing (sec. 4): queries and keys are normalised (layer norm without scale or bias, as the
   authors' code `clustered_local_attention_helper` does) and projected onto the unit sphere,
   where the nearest centroid by Euclidean distance is the one of largest cosine. Each layer
   has `num_clusters` centroids per head, SHARED by queries and keys (the authors' code creates
@@ -13,20 +13,21 @@ Content-Based Sparse Attention with Routing Transformers", TACL; sec. 4 "Routing
   back to their positions. A query taken by several clusters gets the mean of their outputs
   (the authors' code divides by the count + 1e-2; here by the count exactly); a query taken by
   none gets zero output (the residual carries it).
-- Centroids (sec. 4.1, online k-means): exponential moving average, during training only
+- Centroids (sec. 4, online k-means): exponential moving average, during training only
   (`deterministic=False`), with no gradient:
-      mu <- lambda mu + (1 - lambda)/2 sum_{i: mu(Q_i) = mu} Q_i + (1 - lambda)/2 sum_{j: mu(K_j) = mu} K_j
+      mu <- lambda mu + (1 - lambda)/2 sum_{i: mu(Q_i) = mu} Q_i
+                      + (1 - lambda)/2 sum_{j: mu(K_j) = mu} K_j
   with lambda = `ema_decay` (the paper's 0.999); mu(x) is x's nearest centroid, the sums run over
   the batch's real (unpadded) normalised queries and keys of each head. The centroids live in the
   flax collection "batch_stats" (train.py updates it in training and passes it to evaluation, as
   for BatchNorm); a training call where the collection is not mutable leaves them as they are.
   Initialisation as the authors' code: layer-normed standard normal vectors.
-- Causal form (sec. 4.1): shared QK: keys are the queries (the `k` projection is unused), so
-  a query and its own key land in the same clusters; within a cluster key positions after the
-  query's are masked. Only approximately causal: whether a past key is among a cluster's
-  `window` nearest depends on every token, future ones included, so changing the future can
-  move earlier outputs (no gradient reaches the future: the routing is discrete). The registry
-  marks it `causal_exact=False`.
+- Causal form: shared QK (the authors' decoder option `share_qk`): keys are the queries (the
+  `k` projection is unused), so a query and its own key land in the same clusters; within a
+  cluster, key positions after the query's are masked. Only approximately causal: whether a
+  past key is among a cluster's `window` nearest depends on every token, future ones included,
+  so changing the future can move earlier outputs (no gradient reaches the future: the routing
+  is discrete). The registry marks it `causal_exact=False`.
 
 Deviations, and why:
 - The attention scores use the base's raw q and k (scaled by 1/sqrt(d), as everywhere in this
@@ -37,8 +38,9 @@ Deviations, and why:
   sums its members, so a centroid's norm grows with its count (the authors' code divides the
   EMA sum by an EMA count instead, VQ-VAE style). The balanced top-k ranking within a cluster
   does not depend on the centroid's norm anyway.
-- The paper's clustering loss (commitment term, beta) is not added: with EMA updates the paper
-  trains the centroids by the EMA alone, and the model's output holds no auxiliary loss.
+- No commitment loss: the authors' code (with EMA centroids) also adds beta * ||x - sg(mu(x))||^2
+  (beta 1e-4) to the training loss, pulling queries and keys towards their centroids; a mixer
+  here returns no auxiliary loss, so only the EMA trains the clustering.
 - Padding: padded queries and keys are ranked after every real one in every cluster, so the
   contents of padded positions never change which real tokens a cluster takes; padded keys
   are masked. The window is ceil(L / num_clusters) of the padded length L (static shapes), so
@@ -61,7 +63,7 @@ from models.attention.registry import register
 
 
 def normalise(x, eps=1e-6):
-  """Layer norm without scale or bias (sec. 4.1), divided by sqrt(d): unit vectors. float32."""
+  """Layer norm without scale or bias (sec. 4), divided by sqrt(d): unit vectors. float32."""
   x = x.astype(jnp.float32)
   x = x - x.mean(-1, keepdims=True)
   x = x * jax.lax.rsqrt((x * x).mean(-1, keepdims=True) + eps)
@@ -93,8 +95,9 @@ def member_sums(x_hat, valid, centroids):
 
 
 def ema_update(centroids, q_hat, q_valid, k_hat, k_valid, decay: float):
-  """The paper's online k-means step (sec. 4.1), no gradient: centroids `[h, k, d]`,
-  mu <- lambda mu + (1 - lambda)/2 sum_{mu(Q_i) = mu} Q_i + (1 - lambda)/2 sum_{mu(K_j) = mu} K_j."""
+  """The paper's online k-means step (sec. 4), no gradient: centroids `[h, k, d]`,
+  mu <- lambda mu + (1 - lambda)/2 sum_{mu(Q_i) = mu} Q_i + (1 - lambda)/2 sum_{mu(K_j) = mu} K_j.
+  """
   sums = member_sums(q_hat, q_valid, centroids) + member_sums(k_hat, k_valid, centroids)
   return jax.lax.stop_gradient(decay * centroids + (1.0 - decay) / 2.0 * sums)
 
@@ -136,7 +139,7 @@ def routing_attention(q, k, v, centroids, *, q_mask=None, kv_mask=None, window_q
   logits = jnp.einsum("bhcqd,bhckd->bhcqk", qc, kc, preferred_element_type=jnp.float32)
   logits = logits / math.sqrt(depth)
   allowed = _gather(jnp.broadcast_to(k_valid[:, None], (batch, heads, lk)), k_idx)[..., None, :]
-  if causal:   # positions carried through the routing (sec. 4.1, causal masking)
+  if causal:   # positions carried through the routing (sec. 4, causal masking)
     allowed = allowed & (k_idx[..., None, :] <= q_idx[..., :, None])
   logits = jnp.where(allowed, logits, masks.big_negative(jnp.float32))
   weights = jnp.where(allowed, jax.nn.softmax(logits, axis=-1), 0.0)   # no key: zero output
@@ -154,12 +157,12 @@ def _window(length: int, num_clusters: int, window: int) -> int:
 @register("routing", causal=True, cross=True, causal_exact=False,
           causal_caveat="each cluster takes the `window` tokens nearest its centroid among all "
           "tokens, future ones included, so changing the future can move which past keys a "
-          "query sees (Roy et al. 2021, sec. 4.1)")
+          "query sees (Roy et al. 2021, sec. 4)")
 class RoutingAttention(nn.Module):
   """Online k-means routing attention; centroids in the "batch_stats" collection."""
-  num_clusters: int = 32   # k; the paper takes k ~ sqrt(L) (sec. 4.1): the configs set it per task
+  num_clusters: int = 32   # k; the paper takes k ~ sqrt(L) (sec. 4): the configs set it per task
   window: int = 0          # items per cluster; 0: ceil(L / num_clusters) (balanced)
-  ema_decay: float = 0.999  # lambda of sec. 4.1
+  ema_decay: float = 0.999  # lambda of sec. 4
   causal: bool = False
   dropout_rate: float = 0.0
 
@@ -175,7 +178,7 @@ class RoutingAttention(nn.Module):
       if q.shape[1] != k.shape[1]:
         raise ValueError("causal routing attention shares queries and keys: query length "
                          f"{q.shape[1]} != key length {k.shape[1]}")
-      k, kv_mask = q, q_mask if kv_mask is None else kv_mask   # shared QK (sec. 4.1)
+      k, kv_mask = q, q_mask if kv_mask is None else kv_mask   # shared QK (sec. 4)
 
     def init_centroids():   # the authors' code: layer-normed standard normal
       draw = jax.random.normal(self.make_rng("params"), (heads, self.num_clusters, depth))
