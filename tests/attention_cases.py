@@ -26,6 +26,19 @@ SMALL_KWARGS: dict[str, dict] = {
     "hyena": {"filter_order": 8},
     "mega": {"z_dim": 8, "hidden_dim": 16, "ndim": 4, "chunk_size": 8},
     "sgconv": {"kernel_dim": 4},
+    "rfa": {"num_features": 16},
+    "cosformer": {"chunk_size": 5},   # several causal chunks, the last one short
+    "skyformer": {"num_landmarks": 8},
+    "h_transformer_1d": {"block_size": 2},   # 3 levels at length 16
+    # registry-wide tests call with inputs_q=None: the projection from the keys
+    "long_short": {"window": 4, "rank": 3, "project_from_inputs": False},
+    "routing": {"num_clusters": 2},   # window 8 at length 16
+    "aft": {"window": 3},   # AFT-local's band in blocks of 8: two blocks at length 16
+    "memory_compressed": {"factor": 3},
+    "fnet": {},
+    "axial": {},   # the 1-D fold: 4 x 4 at length 16
+    "luna": {"packed_length": 4, "num_heads": 2},
+    "isab": {"num_inducing": 4, "num_heads": 2},
 }
 
 # Kwargs for the compiled-memory check at lengths 4096 and 8192.
@@ -34,6 +47,13 @@ MEMORY_KWARGS: dict[str, dict] = {
     # O(L*sqrt(L)): 2.8x per doubling, above this check's 2.5x, so the default is checked
     # over 4x the length in test_attention_sparse_transformer.py; here a fixed l=512.
     "sparse_transformer": {"block_size": 512},
+    # Axial attention costs L * (rows + cols): O(L^1.5) for the default near-square fold, 2.8x
+    # per doubling; its growth over 4x the length is checked in test_attention_axial.py, here
+    # rows of a fixed 512 (linear in L while rows <= 512).
+    "axial": {"shape": (16, 512)},
+    "long_short": {"project_from_inputs": False},   # the check passes no inputs_q
+    # window = L / k with a fixed k is O(L^2 / k); a fixed window (k ~ L / window) is linear.
+    "routing": {"num_clusters": 32, "window": 256},
 }
 
 # Every setting of every mixer that selects a different code path, for the bfloat16 matrix in
@@ -90,7 +110,29 @@ OPTION_MATRIX: dict[str, list[dict]] = {
              {"attention_activation": "laplace", "bidirectional": True, "truncation": 8,
               "hidden_dropout_rate": 0.1},
              {"attention_activation": "relu2", "bidirectional": False, "chunk_size": 4}],
+    # block 8 at length 16: the one-level exact path
+    "h_transformer_1d": [{}, {"block_size": 8}],
+    "long_short": [{"project_from_inputs": True}, {"project_from_inputs": False, "rank": 0,
+                                                   "window": 5}],
+    # gating is causal-only (a build-time error otherwise): its entry runs causal only.
+    "rfa": [{"feature_map": "gaussian", "learn_sigma": True, "orthogonal": False,
+             "redraw": True},
+            {"feature_map": "arccos", "learn_sigma": False, "orthogonal": True, "redraw": False,
+             "chunk_size": 5},
+            {"gating": True, "chunk_size": 5}],
+    "cosformer": [{}],
+    "skyformer": [{"redraw": True}, {"redraw": False, "gamma": 0.0, "pinv_iterations": 2}],
     "sgconv": [{"interpolation": "linear", "bidirectional": True},
                {"interpolation": "nearest", "bidirectional": False, "decay_min": 1.5,
                 "decay_max": 3.0}],
+    # blocks of 6 at length 16: a partial last block and windows ending past a block's end
+    "memory_compressed": [{"use_bias": True}, {"use_bias": False, "block_size": 6},
+                          {"factor": 1, "block_size": 0}],
+    "fnet": [{}],   # no settings
+    "axial": [{"shape": ()}, {"shape": (3, 6)}],   # 3 x 6: a padded last row
+    "luna": [{"tie_kv": False, "dynamic_projection": True},
+             {"tie_kv": True, "dynamic_projection": False, "packed_dropout_rate": 0.1}],
+    "isab": [{"layer_norm": True}, {"layer_norm": False}],
+    "routing": [{}, {"num_clusters": 3, "window": 5}],   # overlapping / uncovered tokens
+    "aft": [{"mode": "local"}, {"mode": "simple"}, {"mode": "local", "window": 12}],
 }
