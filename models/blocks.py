@@ -251,6 +251,9 @@ class Encoder(nn.Module):
     if self.reversible and carries_memory:
       raise ValueError(f"config.model.reversible=True: attention {self.attention!r} carries a "
                        "memory sequence from block to block, which reversible layers do not")
+    if self.reversible and registry.get(self.attention).batch_stats:
+      raise ValueError(f"config.model.reversible=True: attention {self.attention!r} keeps "
+                       "training state (batch_stats), which reversible layers do not carry")
     x, mask = Embedder(self.vocab_size, self.emb_dim, self.max_len, self.positions,
                        self.prepend_cls, self.dropout_rate, self.dtype, name="embed")(
                            tokens, mask, deterministic)

@@ -269,3 +269,14 @@ def test_the_encoder_carries_lunas_packed_sequence_from_block_to_block():
   assert "packed_embedding" not in variables["params"]["block_1"]["attention"]["mixer"]
   other, _ = second.apply(params, x1, mask, memory=jnp.zeros_like(memory1) + 1.0)
   assert np.abs(np.asarray(other) - np.asarray(x2)).max() > 1e-4
+
+
+def test_reversible_layers_refuse_a_mixer_with_training_state():
+  """Routing keeps its EMA centroids in batch_stats; reversible layers apply each branch with
+  its parameters only, so the combination is refused when the model is built."""
+  encoder = Encoder(vocab_size=5, emb_dim=FEATURES, num_heads=2, num_layers=1, qkv_dim=FEATURES,
+                    mlp_dim=16, max_len=LENGTH, reversible=True, attention="routing",
+                    attention_kwargs={"num_clusters": 2})
+  tokens = jnp.zeros((1, LENGTH), jnp.int32)
+  with pytest.raises(ValueError, match=r"reversible=True: attention 'routing' keeps training"):
+    encoder.init(jax.random.key(0), tokens, tokens == 0)

@@ -43,6 +43,10 @@ class AttentionSpec:
   # Luna-style mixers carry an extra sequence from block to block: the call is
   # `mixer(x, mask, memory=m, deterministic=...)` -> `(y, next_memory)`; memory=None at block 0.
   memory: bool = False
+  # Mixers that keep training state besides parameters (Routing's EMA centroids, in the
+  # "batch_stats" collection train.py updates and checkpoints) say so: reversible layers, which
+  # apply each branch with its parameters only, refuse them.
+  batch_stats: bool = False
 
 
 KINDS = ("qkv", "sequence")
@@ -60,7 +64,7 @@ CONTEXT_FIELDS = ("causal", "dropout_rate", "max_len", "kv_max_len")
 def register(name: str, *, causal: bool, cross: bool, needs_max_len: bool = False,
              subquadratic: bool = True, causal_exact: bool = True, causal_caveat: str = "",
              kind: str = "qkv", rope: bool | None = None, kv_heads: bool | None = None,
-             score_bias: bool = False, memory: bool = False):
+             score_bias: bool = False, memory: bool = False, batch_stats: bool = False):
   """Class decorator: `@register("performer", causal=True, cross=True)`;
   `@register("s5", causal=True, cross=False, kind="sequence")` for a sequence mixer.
 
@@ -89,7 +93,7 @@ def register(name: str, *, causal: bool, cross: bool, needs_max_len: bool = Fals
                        f"({_REGISTRY[name].mixer.__module__} and {cls.__module__})")
     _REGISTRY[name] = AttentionSpec(name, cls, causal, cross, needs_max_len, subquadratic,
                                     causal_exact, causal_caveat, kind, rope, kv_heads,
-                                    score_bias, memory)
+                                    score_bias, memory, batch_stats)
     return cls
 
   return decorate
