@@ -156,3 +156,30 @@ def test_bfloat16_models_keep_float32_parameters(name):
     logits, _ = jax.eval_shape(lambda v: model.apply(v, batch), variables)
   assert hidden_dtypes == [jnp.bfloat16]  # the encoder computes in bfloat16
   assert logits.dtype == jnp.float32 and logits.shape == (2, 10)
+
+
+def test_head_position_and_block_options_of_the_config_reach_every_block():
+  """config.model.num_kv_heads / rope / score_bias / qk_norm / ffn='gated' / rezero / norm='none'
+  are built into the model (no config field is ignored): one key/value head, the T5 table, the
+  qk-norm scale, the gated feed-forward and ReZero's alpha in every block, no LayerNorm; and RoPE
+  changes the output."""
+  options = dict(num_kv_heads=1, score_bias="t5", qk_norm=True, ffn="gated", rezero=True,
+                 norm="none", num_layers=2)
+  params = init(tiny_model(**options))["params"]["encoder"]
+  heads = transformer_listops.get_config("tiny").model.num_heads
+  for i in range(2):
+    block = params[f"block_{i}"]
+    attention = block["attention"]
+    assert attention["key"]["kernel"].shape[1] == 1 and attention["value"]["kernel"].shape[1] == 1
+    assert attention["query"]["kernel"].shape[1] == heads
+    assert "t5_relative_bias" in attention and "qk_norm_scale" in attention
+    assert set(block["ffn"]) == {"gate", "in", "out"} and "rezero_alpha" in block
+    assert not any("norm" in name for name in block)
+  assert "final_norm" not in params
+  inputs = tokens()
+  plain, rotary = tiny_model(), tiny_model(rope=True)
+  variables = init(plain)  # RoPE has no parameters: the same ones serve both models
+  assert np.abs(encoder_states(plain, variables, inputs)
+                - encoder_states(rotary, variables, inputs)).max() > 1e-3
+  with pytest.raises(ValueError, match="rope"):
+    init(tiny_model(attention="s4d", attention_kwargs=dict(SMALL_KWARGS["s4d"]), rope=True))
