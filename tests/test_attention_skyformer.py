@@ -83,3 +83,15 @@ def test_no_causal_form_and_no_cross():
     registry.build_mixer("skyformer", {}, causal=True)
   with pytest.raises(ValueError, match="cross attention"):
     registry.build_mixer("skyformer", {}, cross=True)
+
+
+def test_landmarks_beyond_the_rows_of_q_and_k_are_capped():
+  """num_landmarks above lq + lk draws lq + lk (the :quick presets' 40 tokens against the
+  paper's 128): the module then equals one built with exactly lq + lk landmarks."""
+  q, k, v = qkv(3)
+  outputs = []
+  for m in (32, 1000):
+    mixer = registry.build_mixer("skyformer", {"num_landmarks": m, "redraw": False})
+    variables = mixer.init(jax.random.key(0), q, k, v)
+    outputs.append(np.asarray(mixer.apply(variables, q, k, v)))
+  np.testing.assert_array_equal(outputs[0], outputs[1])

@@ -32,7 +32,8 @@ Exactness limit: with all 2L rows of [Q; K] as landmarks and gamma = 0, eq. 5 is
 Gaussian kernel matrix of distinct points is invertible), so the output is exact Kernelized
 Attention up to the pseudo-inverse iteration (tests/test_attention_skyformer.py). Padding:
 landmarks are drawn among real tokens only, padded keys are removed from kappa(X_S, K) and V,
-outputs at padded queries are 0. No causal form (landmarks come from the whole sequence), no
+outputs at padded queries are 0. At most lq + lk landmarks are drawn (the rows there are;
+`num_landmarks` above that is capped). No causal form (landmarks come from the whole sequence), no
 cross attention (the paper defines self-attention only), no attention dropout (no weights are
 formed; the authors' Skyformer applies none).
 """
@@ -134,7 +135,11 @@ class SkyformerAttention(nn.Module):
     else:
       path = "/".join(str(part) for part in self.scope.path)
       key = jax.random.fold_in(jax.random.key(self.seed), zlib.crc32(path.encode()) & 0x7FFFFFFF)
+    # Never more landmarks than the 2L rows of [Q; K] they are drawn from: at a short length
+    # (the :quick presets' 40 tokens against the paper's 128 landmarks) more draws only repeat
+    # rows, and the m^3 pseudo-inverse would dominate the step.
+    num_landmarks = min(self.num_landmarks, q.shape[1] + k.shape[1])
     index = sample_landmarks(key, q_mask, kv_mask, q.shape[0], q.shape[1], k.shape[1],
-                             self.num_landmarks)
+                             num_landmarks)
     return skyformer_attention(q, k, v, index, q_mask=q_mask, kv_mask=kv_mask, gamma=self.gamma,
                                pinv_iterations=self.pinv_iterations)
