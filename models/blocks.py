@@ -82,6 +82,13 @@ class OutputStage(nn.Module):
     return (h if self.kind == "half_glu1" else y) * gate
 
 
+def activation(name: str):
+  """The activation function `config.model.activation` names."""
+  if name not in ACTIVATIONS:
+    raise ValueError(f"config.model.activation={name!r}; expected one of {sorted(ACTIVATIONS)}")
+  return ACTIVATIONS[name]
+
+
 class FeedForward(nn.Module):
   """Dense(mlp) -> activation -> dropout -> Dense(features) -> dropout (LRA's MlpBlock in
   common_layers.py, with its inits: Xavier-uniform kernels, biases normal(stddev=1e-6))."""
@@ -92,13 +99,11 @@ class FeedForward(nn.Module):
 
   @nn.compact
   def __call__(self, x, deterministic=True):
-    if self.activation not in ACTIVATIONS:
-      raise ValueError(f"config.model.activation={self.activation!r}; "
-                       f"expected one of {sorted(ACTIVATIONS)}")
+    act = activation(self.activation)
     dense = lambda features, name: nn.Dense(features, kernel_init=MLP_KERNEL_INIT,
                                             bias_init=MLP_BIAS_INIT, dtype=self.dtype, name=name)
     h = dense(self.mlp_dim, "in")(x)
-    h = ACTIVATIONS[self.activation](h)
+    h = act(h)
     h = nn.Dropout(self.dropout_rate)(h, deterministic=deterministic)
     h = dense(x.shape[-1], "out")(h)
     return nn.Dropout(self.dropout_rate)(h, deterministic=deterministic)
@@ -117,12 +122,10 @@ class GatedFeedForward(nn.Module):
 
   @nn.compact
   def __call__(self, x, deterministic=True):
-    if self.activation not in ACTIVATIONS:
-      raise ValueError(f"config.model.activation={self.activation!r}; "
-                       f"expected one of {sorted(ACTIVATIONS)}")
+    act = activation(self.activation)
     dense = lambda features, name: nn.Dense(features, use_bias=False, kernel_init=MLP_KERNEL_INIT,
                                             dtype=self.dtype, name=name)
-    h = ACTIVATIONS[self.activation](dense(self.mlp_dim, "gate")(x)) * dense(self.mlp_dim, "in")(x)
+    h = act(dense(self.mlp_dim, "gate")(x)) * dense(self.mlp_dim, "in")(x)
     h = nn.Dropout(self.dropout_rate)(h, deterministic=deterministic)
     h = dense(x.shape[-1], "out")(h)
     return nn.Dropout(self.dropout_rate)(h, deterministic=deterministic)
