@@ -34,7 +34,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from models.attention import feature_maps, masks
+from models.attention import feature_maps
 from models.attention.registry import register
 
 
@@ -66,13 +66,8 @@ def cosformer_attention(q, k, v, *, q_mask=None, kv_mask=None, causal=False, eps
   k_positions, _ = positions_and_length(kv_mask, k.shape[1])
   phi_q = cos_features(q, q_positions, m)
   phi_k = cos_features(k, k_positions, m)
-  if kv_mask is not None:   # padded keys: zero features (their v then never counts)
-    phi_k = jnp.where(kv_mask[:, :, None, None], phi_k, 0.0)
-  if causal:
-    out = feature_maps.causal_linear_attention(phi_q, phi_k, v, eps=eps, chunk_size=chunk_size)
-  else:
-    out = feature_maps.linear_attention(phi_q, phi_k, v, eps=eps)
-  return masks.zero_padded_queries(out, q_mask)
+  return feature_maps.padded_linear_attention(phi_q, phi_k, v, q_mask=q_mask, kv_mask=kv_mask,
+                                              causal=causal, eps=eps, chunk_size=chunk_size)
 
 
 @register("cosformer", causal=True, cross=True)

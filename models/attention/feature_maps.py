@@ -19,6 +19,8 @@ import jax
 import jax.numpy as jnp
 from einops import rearrange
 
+from models.attention import masks
+
 # Stand-in for log(0) in key log-scales: finite, so differences of two of them stay finite.
 LOG_ZERO = -1e30
 
@@ -101,3 +103,16 @@ def causal_linear_attention(phi_q, phi_k, v, *, eps: float, chunk_size: int,
   _, out = jax.lax.scan(step, init, xs)
   out = jnp.moveaxis(out, 0, 1).reshape((b, padded) + out.shape[3:])
   return out[:, :length].astype(out_dtype)
+
+
+def padded_linear_attention(phi_q, phi_k, v, *, q_mask, kv_mask, causal: bool, eps: float,
+                            chunk_size: int):
+  """Linear attention with padding: padded keys get zero features (so their values never
+  count and need no zeroing), padded queries zero outputs; causal by chunked prefix sums."""
+  if kv_mask is not None:
+    phi_k = jnp.where(kv_mask[:, :, None, None], phi_k, 0.0)
+  if causal:
+    out = causal_linear_attention(phi_q, phi_k, v, eps=eps, chunk_size=chunk_size)
+  else:
+    out = linear_attention(phi_q, phi_k, v, eps=eps)
+  return masks.zero_padded_queries(out, q_mask)

@@ -13,9 +13,8 @@ import functools
 
 import flax.linen as nn
 import jax
-import jax.numpy as jnp
 
-from models.attention import feature_maps, masks
+from models.attention import feature_maps
 from models.attention.registry import register
 
 
@@ -32,13 +31,8 @@ def linear_transformer_attention(q, k, v, *, q_mask=None, kv_mask=None, causal=F
   # Padded keys contribute nothing: phi(k) = 0 there, so neither k nor v needs zeroing (a
   # padded v only ever meets a zero feature); padded queries' outputs are zeroed at the end.
   phi_q, phi_k = elu_feature_map(q), elu_feature_map(k)
-  if kv_mask is not None:
-    phi_k = jnp.where(kv_mask[:, :, None, None], phi_k, 0.0)
-  if causal:
-    out = feature_maps.causal_linear_attention(phi_q, phi_k, v, eps=eps, chunk_size=chunk_size)
-  else:
-    out = feature_maps.linear_attention(phi_q, phi_k, v, eps=eps)
-  return masks.zero_padded_queries(out, q_mask)
+  return feature_maps.padded_linear_attention(phi_q, phi_k, v, q_mask=q_mask, kv_mask=kv_mask,
+                                              causal=causal, eps=eps, chunk_size=chunk_size)
 
 
 @register("linear_transformer", causal=True, cross=True)
