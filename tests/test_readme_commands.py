@@ -145,6 +145,19 @@ EXERCISES: dict[str, list[str]] = {
     "--lengths=1024,2048,4096,8192 --exact=blocked --out=docs/benchmark_sequence.json": [
         "python -m lra.benchmark --attention=s4d --lengths=32 --exact=blocked "
         "--out={tmp}/bench.json"],
+    "python -m lra.benchmark --attention=memory_compressed,axial,routing,long_short,skyformer,"
+    "h_transformer_1d,rfa,cosformer,luna,isab,fnet,aft,transformer --lengths=4096,8192 "
+    "--repeats=2 --exact=blocked --out=docs/benchmark_zoo2.json --markdown=docs/benchmark_zoo2.md": [
+        "python -m lra.benchmark --attention=luna,routing,fnet --lengths=32 --repeats=1 "
+        "--exact=blocked --out={tmp}/bench.json --markdown={tmp}/bench.md"],
+    # Head, position and block options: the same switches on the :tiny preset (2 heads: one
+    # key/value head is multi-query there).
+    "python train.py --config=configs/performer_listops.py:quick --workdir=runs/performer_gqa "
+    "--config.model.num_kv_heads=2 --config.model.rope=True --config.model.ffn=gated "
+    "--config.model.activation=silu": [
+        "python train.py --config=configs/performer_listops.py:tiny --workdir={tmp}/run "
+        "--config.model.num_kv_heads=1 --config.model.rope=True --config.model.ffn=gated "
+        "--config.model.activation=silu"],
     "python -m venv /tmp/torchenv && /tmp/torchenv/bin/pip install torch==2.13.0 numpy": [
         "offline installs torch from the network"],
     "/tmp/torchenv/bin/python benchmarks/torch_attention.py --lengths=4096,8192 "
