@@ -6,11 +6,23 @@ import pytest
 from configs import base_listops, defaults, sequence_recipes
 from models.attention import registry
 
-SEQUENCE = registry.names(kind="sequence")
+# The state-space and long-convolution mixers train with their papers' recipes
+# (configs/sequence_recipes.py). The sequence-kind mixers of the attention survey (FNet, ISAB,
+# Luna: they mix x with their own projections, so the registry calls them "sequence") run on
+# the task's LRA base and its presets, like the attention variants.
+RECIPES = ("s4d", "s5", "lru", "mega", "h3", "hyena", "long_conv", "sgconv")
+TASK_BASE = ("fnet", "isab", "luna")
 TASKS = ("listops", "text", "retrieval", "image", "pathfinder", "pathx")
 
 
-@pytest.mark.parametrize("name", SEQUENCE)
+def test_every_sequence_mixer_is_a_recipe_or_on_the_task_base():
+  assert sorted(RECIPES + TASK_BASE) == registry.names(kind="sequence")
+  for name in TASK_BASE:
+    config = importlib.import_module(f"configs.{name}_listops").get_config()
+    assert config.train.to_dict() == base_listops.get_config().train.to_dict(), name
+
+
+@pytest.mark.parametrize("name", RECIPES)
 def test_every_task_has_a_recipe_and_quick_keeps_its_block_and_optimiser(name):
   for task in TASKS:
     module = importlib.import_module(f"configs.{name}_{task}")
