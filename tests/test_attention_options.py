@@ -1,6 +1,7 @@
 """The head and position options of the shared base (models/attention/base.py): multi-query /
 grouped-query heads, rotary positions, ALiBi and T5 score biases, query-key normalisation, the
 memory argument, and every build-time error; plus one registry-wide forward with them on."""
+import functools
 import math
 
 import flax.linen as nn
@@ -403,3 +404,63 @@ def test_every_qkv_variant_with_its_options_is_finite_and_padding_invariant(name
   out = jax.jit(lambda: layer.apply(layer.init(jax.random.key(0), both, mask), both, mask))()
   assert bool(jnp.all(jnp.isfinite(out)))
   np.testing.assert_allclose(out[0, :valid], out[1, :valid], atol=1e-4, rtol=1e-4)
+
+
+# --- the options together, in training, in bfloat16 ------------------------------------------
+
+
+def option_matrix_cases():
+  """Every mixer path that takes a score bias (transformer dense / blocked over several blocks /
+  xla, and local), each bias, causal and not; all other options on at once."""
+  paths = [("transformer", {"implementation": "dense"}),
+           ("transformer", {"implementation": "blocked", "block_q": 5, "block_k": 3}),
+           ("transformer", {"implementation": "xla"}),
+           ("local", {"block_size": 4, "look_back": True})]
+  for attention, kwargs in paths:
+    for bias in ("alibi", "t5"):
+      for causal in (False, True):
+        label = f"{attention}-{kwargs.get('implementation', 'local')}-{bias}-" + (
+            "causal" if causal else "bidirectional")
+        yield pytest.param(attention, kwargs, bias, causal, id=label)
+
+
+@pytest.mark.parametrize("attention,kwargs,bias,causal", list(option_matrix_cases()))
+def test_all_options_train_in_bfloat16_with_dropout(attention, kwargs, bias, causal):
+  """num_kv_heads=1, rope, qk_norm and a score bias together, bfloat16 compute, attention
+  dropout on in training (off for xla, which has none): bfloat16 out, finite float32 parameter
+  gradients (the T5 table and the qk-norm scale among them), finite evaluation; padding still
+  invisible to real positions."""
+  rate = 0.0 if kwargs.get("implementation") == "xla" else 0.2
+  layer = build(attention, num_kv_heads=1, rope=True, qk_norm=True, score_bias=bias,
+                causal=causal, dropout_rate=rate, attention_kwargs=kwargs, dtype=jnp.bfloat16)
+  x, mask = tokens(3).astype(jnp.bfloat16), ragged()
+  noisy = jnp.where(mask[..., None], x, 50.0)
+  key = functools.partial(jax.random.key, impl="rbg")
+
+  @jax.jit
+  def run(x, noisy):
+    variables = layer.init({"params": key(0), "dropout": key(1)}, x, mask)
+
+    def loss(params):
+      out = layer.apply({"params": params}, x, mask, deterministic=False,
+                        rngs={"dropout": key(2)})
+      return out.astype(jnp.float32).sum(), out
+
+    (_, train_out), grads = jax.value_and_grad(loss, has_aux=True)(variables["params"])
+    return (train_out, grads, layer.apply(variables, x, mask),
+            layer.apply(variables, noisy, mask), variables["params"])
+
+  train_out, grads, eval_out, noisy_out, params = run(x, noisy)
+  assert train_out.dtype == eval_out.dtype == jnp.bfloat16
+  assert params["key"]["kernel"].shape[1] == 1 and "qk_norm_scale" in params
+  assert ("t5_relative_bias" in params) == (bias == "t5")
+  for path, grad in jax.tree_util.tree_leaves_with_path(grads):
+    assert grad.dtype == jnp.float32, jax.tree_util.keystr(path)
+    assert bool(jnp.all(jnp.isfinite(grad))), jax.tree_util.keystr(path)
+  if bias == "t5":
+    assert float(jnp.abs(grads["t5_relative_bias"]).max()) > 0
+  for out in (train_out, eval_out, noisy_out):
+    assert bool(jnp.all(jnp.isfinite(out.astype(jnp.float32))))
+  real = np.asarray(mask)[..., None]
+  np.testing.assert_array_equal(np.where(real, np.asarray(noisy_out, np.float32), 0),
+                                np.where(real, np.asarray(eval_out, np.float32), 0))
