@@ -7,6 +7,6 @@ from configs import base_pathfinder, defaults
 
 def get_config(preset=None):
   config = base_pathfinder.get_config()
-  config = defaults.attention(config, "isab", num_heads=config.model.num_heads)
+  config = defaults.attention(config, "isab")
   config.model.prenorm = False  # MAB (eq. 8) is post-norm
   return defaults.finalize(config, preset, base_pathfinder.PRESETS)

@@ -7,6 +7,6 @@ from configs import base_pathx, defaults
 
 def get_config(preset=None):
   config = base_pathx.get_config()
-  config = defaults.attention(config, "isab", num_heads=config.model.num_heads)
+  config = defaults.attention(config, "isab")
   config.model.prenorm = False  # MAB (eq. 8) is post-norm
   return defaults.finalize(config, preset, base_pathx.PRESETS)

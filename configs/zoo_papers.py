@@ -21,7 +21,6 @@ def luna(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   examples/luna/README.lra.md, differ per task and are not reproduced here).
   """
   config = defaults.attention(config, "luna", packed_length=256,
-                              num_heads=config.model.num_heads,
                               packed_dropout_rate=config.model.dropout_rate)
   config.model.prenorm = False  # LunaSentenceEncoderLayer with normalize_before=False
   return config

@@ -280,3 +280,20 @@ def test_reversible_layers_refuse_a_mixer_with_training_state():
   tokens = jnp.zeros((1, LENGTH), jnp.int32)
   with pytest.raises(ValueError, match=r"reversible=True: attention 'routing' keeps training"):
     encoder.init(jax.random.key(0), tokens, tokens == 0)
+
+
+@pytest.mark.parametrize("name,kwargs", [("luna", {"packed_length": 3}),
+                                         ("isab", {"num_inducing": 3})])
+def test_sequence_mixers_with_heads_take_the_models_head_count(name, kwargs):
+  """Luna's and ISAB's heads are config.model.num_heads (a context field the base passes), so
+  a preset that changes the model's heads changes theirs; their configs carry no copy."""
+  import importlib  # pylint: disable=import-outside-toplevel
+  for preset in (None, "quick", "tiny"):
+    config = importlib.import_module(f"configs.{name}_listops").get_config(preset)
+    assert "num_heads" not in config.model.attention_kwargs
+  x, mask = data()
+  block(attention=name, attention_kwargs=kwargs).init(jax.random.key(0), x, mask)  # 2 heads
+  with pytest.raises(ValueError, match="num_heads=3 does not divide"):
+    # qkv_dim 12 passes the base's own check; the mixer's width is x's, 8, which 3 does not divide
+    EncoderBlock(num_heads=3, qkv_dim=12, mlp_dim=16, max_len=LENGTH, attention=name,
+                 attention_kwargs=kwargs).init(jax.random.key(0), x, mask)

@@ -83,7 +83,7 @@ class MultiHeadAttention(nn.Module):
     dense = lambda name, heads: nn.DenseGeneral((heads, head_dim), use_bias=False,
                                                 kernel_init=PROJECTION_INIT, dtype=self.dtype,
                                                 name=name)
-    mixer_context = {"dropout_rate": self.dropout_rate}
+    mixer_context = {"dropout_rate": self.dropout_rate, "num_heads": self.num_heads}
     if self.max_len is not None:
       mixer_context["max_len"] = self.max_len
       mixer_context["kv_max_len"] = self.kv_max_len or self.max_len

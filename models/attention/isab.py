@@ -86,7 +86,8 @@ class MAB(nn.Module):
 class ISAB(nn.Module):
   """Induced set attention: returns Multihead(X, MAB(I, X)) (see the module docstring)."""
   num_inducing: int = 32     # m (the code's SetTransformer default num_inds=32)
-  num_heads: int = 4         # (the code's default num_heads=4)
+  num_heads: int = 4         # (the code's default num_heads=4); in a model:
+                             # config.model.num_heads (a context field)
   layer_norm: bool = True    # eq. 8's LayerNorms in MAB(I, X) (the code's default: ln=False)
   dropout_rate: float = 0.0  # attention-weight dropout (both attentions)
 

@@ -125,7 +125,8 @@ def luna_attention(x, p, mask, params, *, num_heads, dynamic_projection=True, dr
 class Luna(nn.Module):
   """Luna's pack/unpack attention; returns `(Y_X, P')` (see the module docstring)."""
   packed_length: int = 256   # l: the paper's Luna-256 LRA row (16, 128 also reported)
-  num_heads: int = 8         # heads of both attentions (the code: num_pheads = num_heads)
+  num_heads: int = 8         # heads of both attentions (the code: num_pheads = num_heads);
+                             # in a model: config.model.num_heads (a context field)
   tie_kv: bool = False       # one projection for key and value (LRA model: False)
   dynamic_projection: bool = True  # P rows >= an example's length unused (code default)
   packed_dropout_rate: float = 0.0  # residual dropout on Y_P before P' = LN(Y_P + P)

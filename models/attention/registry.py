@@ -57,8 +57,9 @@ class ApproximatelyCausalWarning(UserWarning):
 
 
 _REGISTRY: dict[str, AttentionSpec] = {}
-# Context fields the base may hand to a mixer that declares them as dataclass fields.
-CONTEXT_FIELDS = ("causal", "dropout_rate", "max_len", "kv_max_len")
+# Context fields the base may hand to a mixer that declares them as dataclass fields
+# (`num_heads`: config.model.num_heads, for sequence mixers with heads of their own: Luna, ISAB).
+CONTEXT_FIELDS = ("causal", "dropout_rate", "max_len", "kv_max_len", "num_heads")
 
 
 def register(name: str, *, causal: bool, cross: bool, needs_max_len: bool = False,
