@@ -4,6 +4,12 @@ Every task module turns its files into `Split`s; this module turns a `Split` int
 dicts of the contract: `inputs` int32 `[B, L]`, `mask` bool `[B, L]`, `targets` int32 `[B]`
 (pair tasks add `inputs2`/`mask2`). Evaluation batches also carry `valid` bool `[B]`: the
 last batch of a split is padded to the full batch size and `valid` marks its real rows.
+
+Token-level tasks (a decoder LM: `TaskData.mode` "lm"; an encoder-decoder: "seq2seq") have
+`targets` int32 `[B, T]` and `weights` bool `[B, T]`: which target tokens the loss and the
+metrics count. A decoder's `targets[:, t]` is the token after `inputs[:, t]`; an
+encoder-decoder reads the source from `inputs`/`mask` and its decoder inputs (the targets
+shifted right behind a start token) from `inputs2`/`mask2`.
 """
 from __future__ import annotations
 
@@ -17,8 +23,9 @@ import numpy as np
 @dataclasses.dataclass
 class Split:
   """One split. `inputs` `[N, L]` (any int dtype, may be a memmap), `lengths` `[N]`,
-  `targets` `[N]`; pair tasks also `inputs2`/`lengths2`. `source` says where the rows came
-  from (a file, a TFDS split), for error messages."""
+  `targets` `[N]`; pair tasks also `inputs2`/`lengths2`. Token-level tasks: `targets`
+  `[N, T]` and `weights` `[N, T]` (bool: the target tokens that count). `source` says where
+  the rows came from (a file, a TFDS split), for error messages."""
   name: str
   inputs: np.ndarray
   lengths: np.ndarray
@@ -26,19 +33,32 @@ class Split:
   inputs2: np.ndarray | None = None
   lengths2: np.ndarray | None = None
   source: str = ""
+  weights: np.ndarray | None = None
 
   def __post_init__(self):
     n = len(self.targets)
-    for field in ("inputs", "lengths", "inputs2", "lengths2"):
+    for field in ("inputs", "lengths", "inputs2", "lengths2", "weights"):
       array = getattr(self, field)
       if array is not None and len(array) != n:
         raise ValueError(f"split {self.name!r}: {field} has {len(array)} rows, targets {n}")
+    if (np.ndim(self.targets) == 2) != (self.weights is not None):
+      raise ValueError(f"split {self.name!r}: token targets [N, T] come with weights [N, T] "
+                       f"and class targets [N] without; got targets of shape "
+                       f"{np.shape(self.targets)} and weights "
+                       f"{None if self.weights is None else np.shape(self.weights)}")
+    if self.weights is not None and np.shape(self.weights) != np.shape(self.targets):
+      raise ValueError(f"split {self.name!r}: weights {np.shape(self.weights)} and targets "
+                       f"{np.shape(self.targets)} differ in shape")
 
   def __len__(self):
     return len(self.targets)
 
   def label_counts(self, num_classes: int) -> np.ndarray:
-    return np.bincount(np.asarray(self.targets), minlength=num_classes)
+    """How often each class (token-level tasks: each target token that counts) occurs."""
+    targets = np.asarray(self.targets)
+    if self.weights is not None:
+      targets = targets[np.asarray(self.weights, bool)]
+    return np.bincount(targets.reshape(-1), minlength=num_classes)
 
   def batch(self, rows: np.ndarray) -> dict[str, np.ndarray]:
     batch = {"inputs": _tokens(self.inputs, rows), "mask": _mask(self.lengths[rows],
@@ -47,6 +67,8 @@ class Split:
     if self.inputs2 is not None:
       batch["inputs2"] = _tokens(self.inputs2, rows)
       batch["mask2"] = _mask(self.lengths2[rows], self.inputs2.shape[1])
+    if self.weights is not None:
+      batch["weights"] = np.asarray(self.weights[rows], bool)
     return batch
 
 
@@ -141,6 +163,9 @@ def eval_batches(split: Split, batch_size: int,
     yield batch
 
 
+MODES = ("classify", "lm", "seq2seq")
+
+
 @dataclasses.dataclass
 class TaskData:
   """What a task module returns: splits plus the metadata the model and loop need.
@@ -156,9 +181,16 @@ class TaskData:
   max_length: int
   pair: bool = False
   notes: str = ""
+  # "classify" (LRA: targets [N]), "lm" (a causal decoder over `inputs`: targets [N, L]) or
+  # "seq2seq" (an encoder over `inputs`, a decoder over `inputs2`: targets [N, T]).
+  mode: str = "classify"
+  # "byte": each token is one byte, so results also give bits per byte (byte_lm).
+  token_unit: str = ""
   skipped: dict[str, dict[str, int]] = dataclasses.field(default_factory=dict)
 
   def __post_init__(self):
+    if self.mode not in MODES:
+      raise ValueError(f"task {self.name}: mode={self.mode!r}; expected one of {MODES}")
     for name, split in self.splits.items():
       if len(split) == 0:
         raise ValueError(f"task {self.name}: split {name!r} has no examples (from "
@@ -174,5 +206,7 @@ class TaskData:
         f"; skipped {sum(counts.values()):,} {what.replace('_', ' ')} ("
         + ", ".join(f"{k}={v:,}" for k, v in counts.items()) + ")"
         for what, counts in self.skipped.items())
-    return (f"task {self.name}: {sizes}; vocab {self.vocab_size}, {self.num_classes} classes, "
+    kind = (f"{self.num_classes} classes" if self.mode == "classify" else
+            f"{'decoder LM' if self.mode == 'lm' else 'encoder-decoder'}, token targets")
+    return (f"task {self.name}: {sizes}; vocab {self.vocab_size}, {kind}, "
             f"length {self.max_length}{', pair' if self.pair else ''}{skipped}")

@@ -93,7 +93,7 @@ def _from_file(value):
   return value
 
 
-_SPLIT_ARRAYS = ("inputs", "lengths", "targets", "inputs2", "lengths2")
+_SPLIT_ARRAYS = ("inputs", "lengths", "targets", "inputs2", "lengths2", "weights")
 
 
 class _TrainBatch:

@@ -12,7 +12,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from models.attention import positions, registry
+from models.attention import decoding, positions, registry
 
 PROJECTION_INIT = nn.initializers.xavier_uniform()
 SCORE_BIASES = ("none", "alibi", "t5")
@@ -46,6 +46,11 @@ class MultiHeadAttention(nn.Module):
                   by sqrt(d), so q is multiplied by g * sqrt(d).
   Positions: 0..L-1 of each sequence; causal queries shorter than the keys are aligned to the
   keys' end (`positions.query_positions`).
+
+  `decode=True` (causal self-attention of a variant registered with `decode`): incremental
+  decoding through the "cache" collection (models/attention/decoding.py). The base keeps the
+  token's position (for RoPE and the score bias) and hands the mixer k/v with `num_kv_heads`
+  heads, so an MQA/GQA cache holds only those.
   """
   num_heads: int
   qkv_dim: int
@@ -68,7 +73,7 @@ class MultiHeadAttention(nn.Module):
 
   @nn.compact
   def __call__(self, x, mask=None, context=None, context_mask=None, memory=None,
-               deterministic=True):
+               deterministic=True, decode=False):
     if context is not None and not self.cross:
       raise ValueError("context given to a self-attention layer; build it with cross=True")
     if self.qkv_dim % self.num_heads:
@@ -94,12 +99,19 @@ class MultiHeadAttention(nn.Module):
     if memory is not None and not spec.memory:
       raise ValueError(f"attention {self.attention!r} carries no memory between blocks (only "
                        "variants registered with memory=True do); memory must be None")
+    if decode:
+      if not self.causal or self.cross or context is not None:
+        raise ValueError("decode=True is incremental decoding of causal self-attention; this "
+                         f"layer has causal={self.causal}, cross={self.cross}")
+      registry.check_decodes(self.attention)
     if spec.kind == "sequence":  # it mixes x itself, with its own projections (registry.py)
       if self.out_dim not in (None, x.shape[-1]):
         raise ValueError(f"attention {self.attention!r} is a sequence mixer: its output has the "
                          f"input's width {x.shape[-1]}, not out_dim={self.out_dim}")
       if spec.memory:  # -> (y, next_memory)
         return mixer(x, mask, memory=memory, deterministic=deterministic)
+      if decode:
+        return mixer(x, mask, deterministic=deterministic, decode=True)
       return mixer(x, mask, deterministic=deterministic)
     kv_input = x if context is None else context
     kv_mask = mask if context is None else context_mask
@@ -107,17 +119,24 @@ class MultiHeadAttention(nn.Module):
     k, v = dense("key", kv_heads)(kv_input), dense("value", kv_heads)(kv_input)
     q_pos = positions.query_positions(q.shape[1], k.shape[1], self.causal)
     k_pos = jnp.arange(k.shape[1])
+    if decode:
+      stepping, index = decoding.decode_index(self)
+      if stepping:  # one token at position `index`
+        decoding.check_one_token(x, f"attention {self.attention!r}")
+        q_pos = k_pos = index[None]
     if self.qk_norm:
       q, k = self._normalise_qk(q, k)
     if self.rope:
       q, k = (positions.rotate(q, q_pos, self.rope_base),
               positions.rotate(k, k_pos, self.rope_base))
-    if kv_heads != self.num_heads:  # query head i reads key/value head i // group
+    if kv_heads != self.num_heads and not decode:  # query head i reads k/v head i // group
       group = self.num_heads // kv_heads
       k, v = jnp.repeat(k, group, axis=2), jnp.repeat(v, group, axis=2)
     extra = {}
     if self.score_bias != "none":
       extra["score_bias"] = self._score_bias()
+    if decode:
+      extra["decode"] = True
     mixed = mixer(q, k, v, q_mask=mask, kv_mask=kv_mask, deterministic=deterministic,
                   inputs_q=x, **extra)
     out_dim = self.out_dim or x.shape[-1]

@@ -47,9 +47,19 @@ class AttentionSpec:
   # "batch_stats" collection train.py updates and checkpoints) say so: reversible layers, which
   # apply each branch with its parameters only, refuse them.
   batch_stats: bool = False
+  # Incremental decoding (a causal decoder's `generate`; see models/decoding.py): the kind of
+  # state the mixer keeps between tokens, "" where it cannot decode (`decode_caveat` says why):
+  #   "kv"         every past key and value (exact attention's cache: grows with the tokens)
+  #   "window"     only the keys/values the pattern can still reach (a fixed window)
+  #   "state"      a constant-size running state (linear attention as an RNN)
+  #   "recurrent"  the recurrent state of a state-space or recurrent mixer (constant size)
+  #   "history"    the past inputs of a long convolution (grows with the tokens)
+  decode: str = ""
+  decode_caveat: str = ""
 
 
 KINDS = ("qkv", "sequence")
+DECODE_KINDS = ("kv", "window", "state", "recurrent", "history")
 
 
 class ApproximatelyCausalWarning(UserWarning):
@@ -65,7 +75,8 @@ CONTEXT_FIELDS = ("causal", "dropout_rate", "max_len", "kv_max_len", "num_heads"
 def register(name: str, *, causal: bool, cross: bool, needs_max_len: bool = False,
              subquadratic: bool = True, causal_exact: bool = True, causal_caveat: str = "",
              kind: str = "qkv", rope: bool | None = None, kv_heads: bool | None = None,
-             score_bias: bool = False, memory: bool = False, batch_stats: bool = False):
+             score_bias: bool = False, memory: bool = False, batch_stats: bool = False,
+             decode: str = "", decode_caveat: str = ""):
   """Class decorator: `@register("performer", causal=True, cross=True)`;
   `@register("s5", causal=True, cross=False, kind="sequence")` for a sequence mixer.
 
@@ -73,7 +84,9 @@ def register(name: str, *, causal: bool, cross: bool, needs_max_len: bool = Fals
   repeats the key/value heads, before the mixer sees them) and False for a sequence mixer; a
   qkv variant that does not compare queries with keys by a dot product says `rope=False`.
   `score_bias=True`: the mixer's call takes `score_bias=fn`, fn(q_pos, k_pos) -> [h, lq, lk]
-  float32, added to its logits (ALiBi, T5 relative bias)."""
+  float32, added to its logits (ALiBi, T5 relative bias).
+  `decode`: the state kind of incremental decoding (AttentionSpec.decode); a causal variant
+  without one gives `decode_caveat` (why it cannot decode token by token)."""
   if causal and not causal_exact and not causal_caveat:
     raise ValueError(f"attention {name!r}: causal_exact=False needs a causal_caveat (why)")
   if kind not in KINDS:
@@ -85,6 +98,10 @@ def register(name: str, *, causal: bool, cross: bool, needs_max_len: bool = Fals
                      "key/value heads or a score bias")
   if memory and kind != "sequence":
     raise ValueError(f"attention {name!r}: memory=True is for sequence mixers")
+  if decode and decode not in DECODE_KINDS:
+    raise ValueError(f"attention {name!r}: decode={decode!r}; expected one of {DECODE_KINDS}")
+  if decode and not causal:
+    raise ValueError(f"attention {name!r}: decode={decode!r} needs a causal form")
   rope = kind == "qkv" if rope is None else rope
   kv_heads = kind == "qkv" if kv_heads is None else kv_heads
 
@@ -94,7 +111,7 @@ def register(name: str, *, causal: bool, cross: bool, needs_max_len: bool = Fals
                        f"({_REGISTRY[name].mixer.__module__} and {cls.__module__})")
     _REGISTRY[name] = AttentionSpec(name, cls, causal, cross, needs_max_len, subquadratic,
                                     causal_exact, causal_caveat, kind, rope, kv_heads,
-                                    score_bias, memory, batch_stats)
+                                    score_bias, memory, batch_stats, decode, decode_caveat)
     return cls
 
   return decorate
@@ -125,6 +142,17 @@ def check_supports(name: str, *, causal: bool = False, cross: bool = False) -> A
   if cross and not spec.supports_cross:
     raise ValueError(f"attention {name!r} does not support cross attention; variants that do: "
                      f"{', '.join(n for n in names() if _REGISTRY[n].supports_cross)}")
+  return spec
+
+
+def check_decodes(name: str) -> AttentionSpec:
+  """Fails at build time when a variant cannot decode incrementally (`generate`)."""
+  spec = check_supports(name, causal=True)
+  if not spec.decode:
+    why = f": {spec.decode_caveat}" if spec.decode_caveat else ""
+    raise ValueError(
+        f"attention {name!r} cannot decode incrementally{why}; variants that can: "
+        f"{', '.join(n for n in names() if _REGISTRY[n].decode)}")
   return spec
 
 
