@@ -195,3 +195,56 @@ def test_float32_softmax_is_closer_to_the_float32_reference_in_bfloat16(implemen
     errors[float32_softmax] = float(jnp.abs(out.astype(jnp.float32) - reference).mean())
   assert errors[True] < 0.5 * errors[False], errors
   assert errors[True] < 4e-3, errors  # about bfloat16's rounding of the output alone
+
+
+# Incremental decoding (models/attention/decoding.py): token by token == the causal forward.
+
+@pytest.mark.parametrize("implementation", ["dense", "blocked", "xla"])
+@pytest.mark.parametrize("bias", [False, True])
+def test_decoding_step_by_step_matches_the_causal_forward(implementation, bias):
+  from models.attention import positions
+  from tests.decode_steps import mixer_steps, random_qkv_heads
+  q, k, v = random_qkv_heads(10, length=11, heads=4, kv_heads=2)
+  mixer = registry.build_mixer("transformer", {"implementation": implementation,
+                                               "block_q": 4, "block_k": 4}, causal=True)
+  score_bias = positions.alibi_bias(4) if bias else None
+  full, stepped, cache = mixer_steps(mixer, q, k, v, score_bias=score_bias)
+  np.testing.assert_allclose(stepped, full, atol=1e-4, rtol=1e-4)
+  # the cache keeps the 2 kv heads only, the full length, in the input dtype
+  assert cache["cached_key"].shape == (2, 11, 2, 8)
+  assert cache["cached_value"].dtype == jnp.float32
+
+
+def test_decoding_a_bfloat16_cache_keeps_the_input_dtype():
+  from tests.decode_steps import mixer_steps, random_qkv_heads
+  q, k, v = random_qkv_heads(11, length=6, heads=2, kv_heads=1, dtype=jnp.bfloat16)
+  mixer = registry.build_mixer("transformer", {"implementation": "dense"}, causal=True)
+  full, stepped, cache = mixer_steps(mixer, q, k, v)
+  assert cache["cached_key"].dtype == jnp.bfloat16 and stepped.dtype == jnp.bfloat16
+  np.testing.assert_allclose(stepped.astype(np.float32), full.astype(np.float32), atol=2e-2)
+
+
+@pytest.mark.parametrize("score_bias", ["alibi", "t5"])
+def test_decoding_through_the_base_with_rope_mqa_and_a_score_bias(score_bias):
+  """MultiHeadAttention (projections, RoPE at the token's position, one kv head, ALiBi / T5
+  bias at (index, 0..L-1)) stepped token by token == its causal forward."""
+  from models.attention.base import MultiHeadAttention
+  from tests.decode_steps import base_steps
+  layer = MultiHeadAttention(num_heads=4, qkv_dim=16, attention="transformer", causal=True,
+                             rope=True, num_kv_heads=1, score_bias=score_bias,
+                             t5_num_buckets=8, t5_max_distance=8)
+  x = jax.random.normal(jax.random.key(12), (2, 13, 16))
+  params = layer.init(jax.random.key(1), x)["params"]
+  if score_bias == "t5":  # a non-trivial table (its init is small), so a wrong bucket shows
+    params = dict(params, t5_relative_bias=jax.random.normal(jax.random.key(2), (8, 4)))
+  full, stepped, cache = base_steps(layer, x, params)
+  np.testing.assert_allclose(stepped, full, atol=1e-4, rtol=1e-4)
+  assert cache["mixer"]["cached_key"].shape == (2, 13, 1, 4)
+
+
+def test_decoding_a_non_causal_layer_is_an_error():
+  from models.attention.base import MultiHeadAttention
+  layer = MultiHeadAttention(num_heads=2, qkv_dim=8, attention="transformer", causal=False)
+  x = jnp.ones((1, 4, 8))
+  with pytest.raises(ValueError, match="causal"):
+    layer.init(jax.random.key(0), x, decode=True)

@@ -18,6 +18,12 @@ lk]` added to the scaled logits before the masks. Dense evaluates it once over a
 blocked once per (query block, key block) pair inside its scans, forward and backward (the
 backward pass also returns the bias function's parameter gradients, e.g. T5's table); "xla"
 passes the full `[1, h, lq, lk]` bias to `jax.nn.dot_product_attention` (quadratic memory).
+
+Incremental decoding (`decode=True`, registry kind "kv"; models/attention/decoding.py): a cache
+of every past key and value `[b, L, kv_heads, d]` (input dtype); each step is one dense row of
+eq. 1 over positions <= the token's, whatever `implementation` (the same maths), with the
+score bias at (index, 0..L-1) and the float32 softmax as `float32_softmax`. MQA/GQA query
+heads are grouped over the cached kv heads (`kv_cache.attend_one`), the cache not repeated.
 """
 from __future__ import annotations
 
@@ -25,7 +31,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from models.attention import masks, positions
+from models.attention import decoding, kv_cache, masks, positions
 from models.attention.blocked_softmax import blocked_softmax_attention
 from models.attention.registry import register
 
@@ -88,7 +94,8 @@ def softmax_attention(q, k, v, *, q_mask=None, kv_mask=None, causal=False,
   return masks.zero_padded_queries(out.astype(q.dtype), q_mask)
 
 
-@register("transformer", causal=True, cross=True, subquadratic=False, score_bias=True)
+@register("transformer", causal=True, cross=True, subquadratic=False, score_bias=True,
+          decode="kv")
 class SoftmaxAttention(nn.Module):
   """Full attention with padding and causal masks and attention-weight dropout."""
   causal: bool = False
@@ -104,10 +111,17 @@ class SoftmaxAttention(nn.Module):
 
   @nn.compact
   def __call__(self, q, k, v, *, q_mask=None, kv_mask=None, deterministic=True, inputs_q=None,
-               score_bias=None):
+               score_bias=None, decode=False):
     if self.implementation not in IMPLEMENTATIONS:
       raise ValueError(f"transformer attention_kwargs.implementation={self.implementation!r}; "
                        f"expected one of {IMPLEMENTATIONS}")
+    if decode:
+      stepping, index = decoding.decode_index(self)
+      keys, values = kv_cache.full_cache(self, k, v, stepping, index)
+      if stepping:
+        return self._decode(q, keys, values, index, score_bias)
+      # the call that creates the cache: the ordinary causal forward (k/v have the kv heads)
+      k, v = decoding.repeat_kv(k, q.shape[2]), decoding.repeat_kv(v, q.shape[2])
     rng = None
     if not deterministic and self.dropout_rate > 0.0:
       rng = self.make_rng("dropout")
@@ -130,6 +144,17 @@ class SoftmaxAttention(nn.Module):
       raise ValueError("attention_kwargs.implementation='xla' has no attention dropout; set "
                        "config.model.attention_dropout_rate=0 or use 'dense'/'blocked'/'auto'")
     return xla_attention(q, k, v, q_mask, kv_mask, self.causal, score_bias)
+
+  def _decode(self, q, keys, values, index, score_bias):
+    """One token at position `index`: eq. 1's row over the cached keys at positions <= index."""
+    decoding.check_one_token(q, "transformer")
+    length = keys.shape[1]
+    k_pos = jnp.arange(length)
+    bias = None
+    if score_bias is not None:  # [h, 1, L] -> [1, h, L]
+      bias = score_bias(index[None], k_pos)[:, 0][None]
+    return kv_cache.attend_one(q, keys, values, (k_pos <= index)[None, None], bias=bias,
+                               float32_softmax=self.float32_softmax)
 
 
 def xla_attention(q, k, v, q_mask, kv_mask, causal, score_bias=None):
