@@ -186,3 +186,26 @@ def test_bad_options_raise_naming_the_field(kwargs, causal, field):
     module.init(jax.random.PRNGKey(0), inputs(length=4))
   if causal:
     assert "causal" in str(error.value)
+
+
+# Incremental decoding (decode="recurrent"): models/attention/decoding.py's protocol.
+def test_decoding_step_by_step_equals_the_causal_forward():
+  from tests.sequence_decoding import assert_decodes
+  module = build(causal=True)
+  x = inputs(length=12)
+  assert_decodes(module, init(module)["params"], x)
+
+
+def test_decoding_state_does_not_grow_with_the_length():
+  from tests.sequence_decoding import cache_shapes
+  module = build(causal=True)
+  params = init(module)["params"]
+  short, long = (cache_shapes(module, params, FEATURES, n) for n in (4, 16))
+  assert short == long
+  assert short["['state']"] == (2, 8)  # N complex states
+
+
+def test_decoding_needs_the_causal_form():
+  module = build(causal=False)
+  with pytest.raises(ValueError, match="causal"):
+    module.init(jax.random.PRNGKey(0), inputs(), decode=True)

@@ -241,3 +241,27 @@ def test_bad_options_raise_naming_the_field(kwargs, causal, field):
     module.init(jax.random.PRNGKey(0), inputs(length=4))
   if causal:
     assert "causal" in str(error.value)
+
+
+# Incremental decoding (decode="recurrent"): models/attention/decoding.py's protocol.
+@pytest.mark.parametrize("options", [{}, {"conj_sym": False, "discretization": "bilinear"}])
+def test_decoding_step_by_step_equals_the_causal_forward(options):
+  from tests.sequence_decoding import assert_decodes
+  module = build(causal=True, **options)
+  x = inputs(length=12)
+  assert_decodes(module, init(module, x)["params"], x)
+
+
+def test_decoding_state_does_not_grow_with_the_length():
+  from tests.sequence_decoding import cache_shapes
+  module = build(causal=True)
+  params = init(module, inputs())["params"]
+  short, long = (cache_shapes(module, params, FEATURES, n) for n in (4, 16))
+  assert short == long
+  assert short["['state']"] == (2, 4)  # P/2 complex states (conj_sym), P = 8
+
+
+def test_decoding_needs_the_causal_form():
+  module = build(causal=False)
+  with pytest.raises(ValueError, match="causal"):
+    module.init(jax.random.PRNGKey(0), inputs(), decode=True)

@@ -15,6 +15,10 @@ N(0, 1/(2H)) per real and imaginary part for B [N, H] and N(0, 1/N) for C [H, N]
 code, a second scan runs backwards with the same lambda, gamma and B, is read by its own output
 matrix C2 and the two readouts are summed. The GELU/GLU, norm and residual of the paper's block
 (Fig. 1) are the shared block's (`config.model.ffn="glu"`, `norm`, `prenorm`).
+
+Incremental decoding (decode="recurrent", the causal form only): the cache holds the state
+x_{k-1} `[b, N]` complex64, whatever the length; a token takes one step of eq. 7,
+x_k = lambda x_{k-1} + gamma B u_k, and reads y_k = Re(C x_k) + D u_k.
 """
 from __future__ import annotations
 
@@ -24,6 +28,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from models.attention import decoding
 from models.attention._diagonal_scan import diagonal_scan, zero_padding
 from models.attention.registry import register
 
@@ -57,7 +62,7 @@ def lru_recurrence(u, lam, b, c, d, *, c_backward=None):
   return y + d * u
 
 
-@register("lru", causal=True, cross=False, kind="sequence")
+@register("lru", causal=True, cross=False, kind="sequence", decode="recurrent")
 class LRU(nn.Module):
   """The LRU layer's recurrence (App. A's LRU); defaults are App. A's function defaults."""
   causal: bool = False
@@ -80,8 +85,11 @@ class LRU(nn.Module):
       raise ValueError(f"lru max_phase={self.max_phase}; expected in (0, 2 pi]")
 
   @nn.compact
-  def __call__(self, x, mask=None, deterministic=True):
+  def __call__(self, x, mask=None, deterministic=True, decode=False):
     self._check()
+    if decode and not self.causal:
+      raise ValueError("lru: decode=True needs the causal (left-to-right) form; build it with "
+                       "causal=True")
     h, n = x.shape[-1], self.state_size
     nu_log = self.param("nu_log", nu_log_init, (n,), self.r_min, self.r_max)
     theta_log = self.param("theta_log", theta_log_init, (n,), self.max_phase)
@@ -103,5 +111,19 @@ class LRU(nn.Module):
     lam = lru_lambda(nu_log, theta_log)
     b = (b_re + 1j * b_im) * jnp.exp(gamma_log)[:, None]  # gamma * B (sec. 3.4)
     u = zero_padding(x, mask)
+    if decode:
+      state = self.variable("cache", "state", jnp.zeros, (x.shape[0], n), jnp.complex64)
+      stepping, _ = decoding.decode_index(self)
+      if stepping:
+        return self._decode(u, state, lam, b, c_re + 1j * c_im, d).astype(x.dtype)
     y = lru_recurrence(u, lam, b, c_re + 1j * c_im, d, c_backward=c_backward)
     return y.astype(x.dtype)
+
+  def _decode(self, u, state, lam, b, c, d):
+    """One token u `[b, 1, h]` (float32): x_k = lambda x_{k-1} + gamma B u_k (eq. 7), y_k as
+    lru_recurrence."""
+    decoding.check_one_token(u, "lru")
+    u_k = u[:, 0]
+    x = lam * state.value + jnp.einsum("bh,nh->bn", u_k.astype(jnp.complex64), b)
+    state.value = x
+    return (jnp.einsum("hn,bn->bh", c, x).real + d * u_k)[:, None]

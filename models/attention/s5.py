@@ -24,6 +24,11 @@ Details taken from the authors' code (lindermanlab/S5, s5/ssm.py and s5/ssm_init
   read by a second output matrix C2 and the two readouts are summed (apply_ssm concatenates the
   states and C~ = [C1, C2], which is the same sum).
 The layer's GELU / GLU / norm / residual are the shared block's (`config.model.ffn`, `norm`).
+
+Incremental decoding (decode="recurrent", the causal form only): the cache holds the state
+x_{k-1} `[b, P']` complex64 (P' = P/2 with conj_sym), whatever the length; each token takes
+one step of the recurrence x_k = Lambda_bar x_{k-1} + B_bar u_k (sec. 2.2, eq. 6's
+discretisation) and reads y_k = Re(C~ x_k) (2 Re with conj_sym) + D u_k.
 """
 from __future__ import annotations
 
@@ -32,6 +37,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from models.attention import decoding
 from models.attention._diagonal_scan import diagonal_scan, zero_padding
 from models.attention.registry import register
 
@@ -102,7 +108,7 @@ def _complex(param):
   return param[..., 0] + 1j * param[..., 1]
 
 
-@register("s5", causal=True, cross=False, kind="sequence")
+@register("s5", causal=True, cross=False, kind="sequence", decode="recurrent")
 class S5(nn.Module):
   """The S5 SSM (s5/ssm.py's S5SSM); `state_size` is P, the HiPPO-N size (the authors'
   ssm_size_base): with `conj_sym` the layer keeps P/2 complex states."""
@@ -140,8 +146,11 @@ class S5(nn.Module):
       raise ValueError(f"s5 step_rescale={self.step_rescale}; expected > 0")
 
   @nn.compact
-  def __call__(self, x, mask=None, deterministic=True):
+  def __call__(self, x, mask=None, deterministic=True, decode=False):
     self._check()
+    if decode and not self.causal:
+      raise ValueError("s5: decode=True needs the causal (left-to-right) form; build it with "
+                       "causal=True")
     h = x.shape[-1]
     lam_init, v = s5_init(self.state_size, self.blocks, self.conj_sym)
     v_inv = v.conj().T  # V is unitary (block-diagonal of unitary blocks)
@@ -183,6 +192,22 @@ class S5(nn.Module):
     delta = self.step_rescale * jnp.exp(log_step)
     lam_bar, b_bar = discretize(lam, _complex(b), delta, self.discretization)
     u = zero_padding(x, mask)
+    if decode:
+      state = self.variable("cache", "state", jnp.zeros, (x.shape[0], p_kept), jnp.complex64)
+      stepping, _ = decoding.decode_index(self)
+      if stepping:
+        return self._decode(u, state, lam_bar, b_bar, _complex(c), d).astype(x.dtype)
     y = s5_ssm(u, lam_bar, b_bar, _complex(c), d, conj_sym=self.conj_sym,
                c_backward=None if c_backward is None else _complex(c_backward))
     return y.astype(x.dtype)
+
+  def _decode(self, u, state, lam_bar, b_bar, c_tilde, d):
+    """One token u `[b, 1, h]` (float32): x_k = Lambda_bar x_{k-1} + B_bar u_k, y_k as s5_ssm."""
+    decoding.check_one_token(u, "s5")
+    u_k = u[:, 0]
+    x = lam_bar * state.value + jnp.einsum("bh,ph->bp", u_k.astype(jnp.complex64), b_bar)
+    state.value = x
+    y = jnp.einsum("hp,bp->bh", c_tilde, x).real
+    if self.conj_sym:
+      y = 2.0 * y
+    return (y + d * u_k)[:, None]
