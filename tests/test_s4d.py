@@ -209,3 +209,35 @@ def test_bad_settings_are_errors(kwargs, message):
   mixer = build(**kwargs)
   with pytest.raises(ValueError, match=message.replace("(", r"\(")):
     jax.eval_shape(mixer.init, jax.random.PRNGKey(0), inputs())
+
+
+# Incremental decoding (decode="recurrent"): models/attention/decoding.py's protocol.
+@pytest.mark.parametrize("kwargs", [{}, dict(disc="bilinear", ssm_init="legs", n_ssm=2)])
+def test_decoding_step_by_step_equals_the_causal_forward(kwargs):
+  from tests.sequence_decoding import assert_decodes
+  mixer, v = variables(causal=True, **kwargs)
+  assert_decodes(mixer, v["params"], inputs(3))
+
+
+def test_decoding_state_does_not_grow_with_the_length():
+  from tests.sequence_decoding import cache_shapes
+  mixer, v = variables(causal=True)
+  short, long = (cache_shapes(mixer, v["params"], FEATURES, n) for n in (4, 16))
+  assert short == long and short["['state']"] == (2, FEATURES, STATE // 2)
+
+
+def test_decoding_through_the_shared_base():
+  """MultiHeadAttention's decode path for a sequence mixer (models/attention/base.py)."""
+  from models.attention.base import MultiHeadAttention
+  from tests.sequence_decoding import assert_decodes
+  layer = MultiHeadAttention(num_heads=2, qkv_dim=FEATURES, attention="s4d", causal=True,
+                             attention_kwargs={"state_size": STATE})
+  x = inputs(4)
+  params = layer.init(jax.random.PRNGKey(1), x)["params"]
+  assert_decodes(layer, params, x)
+
+
+def test_decoding_needs_the_unidirectional_form():
+  mixer = build(bidirectional=True)
+  with pytest.raises(ValueError, match="causal"):
+    mixer.init(jax.random.PRNGKey(0), inputs(), decode=True)

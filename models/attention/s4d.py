@@ -26,6 +26,8 @@ Per feature h (H = features) a diagonal complex SSM with N/2 conjugate pairs of 
 The activation, dropout and GLU output linear that follow in the S4 repo's layer are the shared
 block's output stage (`config.model.ffn = "glu"`); this mixer is the SSM convolution and D skip.
 The recurrent form `s4d_recurrent` (x_k = dA x_{k-1} + dB u_k) gives the same outputs.
+Incremental decoding (decode="recurrent", the unidirectional form only) takes one step of it per
+token from a cached state `[b, H, N/2]` complex64 (sec. 3.1's recurrent view), constant in L.
 
 Parameter names for the S4 repo's optimiser groups (A, B at lr 0.001, weight decay 0; dt at its
 lr with weight decay 0): `log_A_re`, `A_im`, `B_re`, `B_im`, `log_dt`.
@@ -39,6 +41,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from models.attention import decoding
 from models.attention.registry import register
 
 INITS = ("lin", "inv", "legs")
@@ -152,7 +155,7 @@ def s4d_recurrent(u, dA, dB, C, D, bidirectional: bool = False):
   return y
 
 
-@register("s4d", causal=True, cross=False, kind="sequence")
+@register("s4d", causal=True, cross=False, kind="sequence", decode="recurrent")
 class S4D(nn.Module):
   """The S4D convolution + D skip over `[b, L, H]` (module docstring)."""
   causal: bool = False
@@ -183,8 +186,11 @@ class S4D(nn.Module):
       raise ValueError(f"s4d n_ssm={self.n_ssm} does not divide the {features} features")
 
   @nn.compact
-  def ssm(self, features: int):
-    """(dA, dB, C, D): the discretised SSM, complex64 `[H, n]`, C `[channels, H, n]`, D `[H]`."""
+  def ssm(self, features: int, decode_batch: int | None = None):
+    """(dA, dB, C, D): the discretised SSM, complex64 `[H, n]`, C `[channels, H, n]`, D `[H]`.
+
+    decode_batch (decode=True): also (stepping, the cached state `[b, H, n]`), declared here
+    because Flax allows variables in one compact method per module."""
     self.check(features)
     half = self.state_size // 2
     copies = self.n_ssm or features
@@ -203,13 +209,26 @@ class S4D(nn.Module):
     tile = lambda p: jnp.tile(p, (features // copies, 1))  # copy h % n_ssm, as the S4 repo's
     A = tile(-jnp.exp(log_A_re) + 1j * A_im)
     dA, dB = discretize(A, tile(B_re + 1j * B_im), jnp.exp(log_dt), self.disc)
-    return dA, dB, C_re + 1j * C_im, D
+    if decode_batch is None:
+      return dA, dB, C_re + 1j * C_im, D
+    state = self.variable("cache", "state", jnp.zeros, (decode_batch, features, half),
+                          jnp.complex64)
+    stepping, _ = decoding.decode_index(self)
+    return dA, dB, C_re + 1j * C_im, D, stepping, state
 
-  def __call__(self, x, mask=None, deterministic=True):
-    dA, dB, C, D = self.ssm(x.shape[-1])
+  def __call__(self, x, mask=None, deterministic=True, decode=False):
+    if decode and (not self.causal or self.bidirectional):
+      raise ValueError("s4d: decode=True needs the causal (unidirectional) form; build it with "
+                       "causal=True")
     u = x.astype(jnp.float32)
     if mask is not None:  # padding carries nothing into either direction's convolution
       u = jnp.where(mask[..., None], u, 0.0)
+    if decode:
+      dA, dB, C, D, stepping, state = self.ssm(x.shape[-1], x.shape[0])
+      if stepping:
+        return self._decode(u, state, dA, dB, C, D).astype(x.dtype)
+    else:
+      dA, dB, C, D = self.ssm(x.shape[-1])
     kernel = s4d_kernel(dA, dB, C, x.shape[1])
     y = fft_conv(u, kernel[0], kernel[1] if self.bidirectional else None) + D * u
     return y.astype(x.dtype)
@@ -221,3 +240,11 @@ class S4D(nn.Module):
     if mask is not None:
       u = jnp.where(mask[..., None], u, 0.0)
     return s4d_recurrent(u, dA, dB, C, D, self.bidirectional).astype(x.dtype)
+
+  def _decode(self, u, state, dA, dB, C, D):
+    """One token u `[b, 1, H]` (float32): x_k = dA x_{k-1} + dB u_k, y_k = 2 Re(C x_k) + D u_k."""
+    decoding.check_one_token(u, "s4d")
+    u_k = u[:, 0]
+    x = dA * state.value + dB * u_k[..., None]
+    state.value = x
+    return (2.0 * jnp.einsum("bhn,hn->bh", x, C[0]).real + D * u_k)[:, None]
