@@ -64,3 +64,32 @@ def test_bad_settings_are_errors():
   k2, v2 = random_qkv(5, length=32)[:2]
   with pytest.raises(ValueError, match="self-attention only"):
     local_attention(q, k2, v2)
+
+
+# Incremental decoding (models/attention/decoding.py): a window cache, token by token == the
+# causal forward.
+
+@pytest.mark.parametrize("look_back", [False, True])
+@pytest.mark.parametrize("bias", [False, True])
+def test_decoding_step_by_step_matches_the_causal_forward(look_back, bias):
+  from models.attention import positions
+  from tests.decode_steps import mixer_steps, random_qkv_heads
+  q, k, v = random_qkv_heads(20, length=11, heads=4, kv_heads=2)
+  mixer = registry.build_mixer("local", {"block_size": 4, "look_back": look_back}, causal=True)
+  score_bias = positions.alibi_bias(4) if bias else None
+  full, stepped, _ = mixer_steps(mixer, q, k, v, score_bias=score_bias)
+  np.testing.assert_allclose(stepped, full, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("look_back", [False, True])
+def test_decoding_cache_holds_only_the_window(look_back):
+  """The cache is the block (two with look-back), whatever the length decoded."""
+  from tests.decode_steps import cache_shapes, mixer_steps, random_qkv_heads
+  mixer = registry.build_mixer("local", {"block_size": 4, "look_back": look_back}, causal=True)
+  shapes = []
+  for length in (9, 16):
+    q, k, v = random_qkv_heads(21, length=length, heads=2, kv_heads=1)
+    _, _, cache = mixer_steps(mixer, q, k, v)
+    shapes.append(cache_shapes(cache))
+  assert shapes[0] == shapes[1]
+  assert shapes[0]["cached_key"] == (2, 8 if look_back else 4, 1, 8)

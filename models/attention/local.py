@@ -8,6 +8,10 @@ memory block of preceding positions). The causal form masks keys after the query
 window. Cost O(L * block) in time and memory: scores are `[n_blocks, block, (1|2) * block]`.
 Lengths that are not a multiple of the block are padded internally (padded keys masked).
 `score_bias` (the base's ALiBi / T5 option) is evaluated per block on the window's positions.
+
+Incremental decoding (`decode=True`, registry kind "window"): query i (block m = i // B) sees
+keys from position m*B (or (m-1)*B with look-back) up to i, all within the last B (2B) tokens,
+so the cache is a ring buffer of B (2B) keys/values and their positions, never L.
 """
 from __future__ import annotations
 
@@ -15,7 +19,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from models.attention import blocking, masks
+from models.attention import blocking, decoding, kv_cache, masks
 from models.attention.registry import register
 
 
@@ -55,7 +59,7 @@ def local_attention(q, k, v, *, block_size=50, look_back=False, causal=False, q_
   return masks.zero_padded_queries(out, q_mask)
 
 
-@register("local", causal=True, cross=False, score_bias=True)
+@register("local", causal=True, cross=False, score_bias=True, decode="window")
 class LocalAttention(nn.Module):
   """Block-local attention; `block_size` 50 as LRA's local attention model."""
   block_size: int = 50
@@ -65,7 +69,14 @@ class LocalAttention(nn.Module):
 
   @nn.compact
   def __call__(self, q, k, v, *, q_mask=None, kv_mask=None, deterministic=True, inputs_q=None,
-               score_bias=None):
+               score_bias=None, decode=False):
+    if decode:
+      stepping, index = decoding.decode_index(self)
+      if stepping:
+        return self._decode(q, k, v, index, score_bias)
+      # the init call: a window sized by its length; the ordinary causal forward
+      kv_cache.window_cache(self, k, v, False, index, self._window_size(k.shape[1]))
+      k, v = decoding.repeat_kv(k, q.shape[2]), decoding.repeat_kv(v, q.shape[2])
     rng = None
     if not deterministic and self.dropout_rate > 0.0:
       rng = self.make_rng("dropout")
@@ -73,3 +84,21 @@ class LocalAttention(nn.Module):
                            causal=self.causal, q_mask=q_mask, kv_mask=kv_mask,
                            dropout_rate=self.dropout_rate, dropout_rng=rng,
                            deterministic=deterministic, score_bias=score_bias)
+
+  def _window_size(self, length):
+    block = max(min(self.block_size, length), 1)
+    return 2 * block if self.look_back else block
+
+  def _decode(self, q, k, v, index, score_bias):
+    """Token at position `index`: sec. 3.2's query block (and memory block) up to the token."""
+    decoding.check_one_token(q, "local")
+    size = self.get_variable("cache", "cached_position").shape[0]
+    block = size // 2 if self.look_back else size
+    keys, values, pos = kv_cache.window_cache(self, k, v, True, index, size)
+    first = (index // block - (1 if self.look_back else 0)) * block  # earliest key seen
+    allowed = (pos >= 0) & (pos >= first) & (pos <= index)
+    bias = None
+    if score_bias is not None:
+      bias = score_bias(index[None], jnp.maximum(pos, 0))[:, 0][None]
+    return kv_cache.attend_one(q, keys, values, allowed[None, None], bias=bias,
+                               float32_softmax=False)
