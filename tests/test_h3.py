@@ -205,3 +205,21 @@ def test_registered_as_causal_sequence_mixer_bfloat16():
   assert out.dtype == jnp.bfloat16 and bool(jnp.all(jnp.isfinite(out)))
   with pytest.raises(ValueError, match="dropout"):
     registry.build_mixer("h3", {}, dropout_rate=0.1)
+
+
+# Incremental decoding (decode="recurrent"): models/attention/decoding.py's protocol. STATE = 6
+# shift taps, fewer than the 13 tokens, so the shift window's roll-over is exercised.
+@pytest.mark.parametrize("head_dim, disc", [(1, "zoh"), (2, "bilinear")])
+def test_decoding_step_by_step_equals_the_causal_forward(head_dim, disc):
+  from tests.sequence_decoding import assert_decodes
+  module, variables = build(head_dim=head_dim, disc=disc)
+  assert_decodes(module, variables["params"], inputs(5))
+
+
+def test_decoding_state_does_not_grow_with_the_length():
+  from tests.sequence_decoding import cache_shapes
+  module, variables = build(head_dim=2)
+  short, long = (cache_shapes(module, variables["params"], FEATURES, n) for n in (4, 16))
+  assert short == long
+  assert short["['shift_state']"] == (2, STATE, FEATURES)          # the last N inputs k
+  assert short["['ssm_state']"] == (2, FEATURES // 2, 2, 2, STATE // 2)

@@ -26,6 +26,11 @@ ss_kernel_diag.py; dplr.py):
   `causal` is accepted (the registry passes it) and changes nothing: the layer is always causal.
 - No dropout inside the layer (their `dropout` argument is "just to absorb the kwarg").
 
+Incremental decoding (decode="recurrent"; H3 is a language-model layer, sec. 3.1 / 3.3 use its
+recurrent view for generation): the shift SSM's state is its last N inputs k (`[b, N, features]`:
+the shift matrix's state is exactly the past N inputs), the diagonal SSM's state
+s_t = dA s_{t-1} + kv_t is `[b, heads, head_dim, head_dim, N/2]` complex64; both constant in L.
+
 Padding: x, the shifted-SSM input k and the diagonal-SSM input kv are zeroed at padded
 positions, so a padded token contributes nothing to any later output.
 """
@@ -38,6 +43,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from models.attention import _history, decoding
 from models.attention.registry import register
 from models.attention.s4d import vandermonde_sum
 
@@ -86,6 +92,13 @@ def shift_ssm_kernel(b, c, length: int):
 def s4d_kernel(log_dt, a_real, a_imag, b, c, length: int, disc: str = "zoh"):
   """S4D convolution kernel `[length, H]` from per-head log_dt `[H]`, A = a_real + i a_imag,
   complex B, C `[H, N/2]` (the N/2 kept modes of conjugate pairs, hence 2 Re)."""
+  coef, log_da = diag_ssm_modes(log_dt, a_real, a_imag, b, c, disc)
+  return 2.0 * vandermonde_sum(coef, log_da, length).real.T  # [L, H]
+
+
+def diag_ssm_modes(log_dt, a_real, a_imag, b, c, disc: str = "zoh"):
+  """(C', log dA), complex `[H, N/2]`: the kernel is K[l] = 2 Re sum_n C'_n dA_n^l, i.e. the
+  recurrence s_l = dA s_{l-1} + u_l read as y_l = 2 Re sum_n C'_n s_l,n."""
   dt = jnp.exp(log_dt)[:, None]
   a = a_real + 1j * a_imag
   dta = a * dt
@@ -97,7 +110,7 @@ def s4d_kernel(log_dt, a_real, a_imag, b, c, length: int, disc: str = "zoh"):
     log_da = jnp.log((1.0 + dta / 2) / (1.0 - dta / 2))
   else:
     raise ValueError(f"h3 disc={disc!r}; expected one of {DISCRETIZATIONS}")
-  return 2.0 * vandermonde_sum(coef, log_da, length).real.T  # [L, H]
+  return coef, log_da
 
 
 def causal_fft_conv(u, kernel):
@@ -130,7 +143,7 @@ def h3_mix(q, k, v, shift_kernel, shift_d, ssm_kernel, d, head_dim: int, mask=No
   return out.reshape(batch, length, features)                  # channel d2 * heads + h
 
 
-@register("h3", causal=True, cross=False, kind="sequence")
+@register("h3", causal=True, cross=False, kind="sequence", decode="recurrent")
 class H3(nn.Module):
   """H3 layer; settings as in HazyResearch/H3 (d_state=64, head_dim=1, measure diag-lin)."""
   causal: bool = False      # H3 is causal by construction; no bidirectional form in its code
@@ -156,7 +169,7 @@ class H3(nn.Module):
                        "0 < dt_min <= dt_max")
 
   @nn.compact
-  def __call__(self, x, mask=None, deterministic=True):
+  def __call__(self, x, mask=None, deterministic=True, decode=False):
     batch, length, features = x.shape
     self._check(features)
     heads, n = features // self.head_dim, self.d_state
@@ -185,10 +198,47 @@ class H3(nn.Module):
     c = self.param("C", nn.initializers.normal(math.sqrt(0.5)), (heads, n // 2, 2))
     d = self.param("D", nn.initializers.normal(1.0), (heads,))
 
+    ssm = (log_dt, -jnp.exp(inv_a_real), a_imag, b[..., 0] + 1j * b[..., 1],
+           c[..., 0] + 1j * c[..., 1])
+    out_proj = nn.Dense(features, kernel_init=torch_linear_init(),
+                        bias_init=torch_bias_init(features), name="out_proj")
+    if decode:
+      shift_state = self.variable("cache", "shift_state", jnp.zeros, (batch, n, features),
+                                  jnp.float32)
+      ssm_state = self.variable("cache", "ssm_state", jnp.zeros,
+                                (batch, heads, self.head_dim, self.head_dim, n // 2),
+                                jnp.complex64)
+      stepping, _ = decoding.decode_index(self)
+      if stepping:
+        y = self._decode(q, k, v, mask, shift_state, ssm_state, shift_ssm_kernel(
+            shift_b, shift_c, n), shift_d, diag_ssm_modes(*ssm, self.disc), d)
+        return out_proj(y).astype(x.dtype)
     shift_kernel = shift_ssm_kernel(shift_b, shift_c, length)
-    ssm_kernel = s4d_kernel(log_dt, -jnp.exp(inv_a_real), a_imag, b[..., 0] + 1j * b[..., 1],
-                            c[..., 0] + 1j * c[..., 1], length, self.disc)
+    ssm_kernel = s4d_kernel(*ssm, length, self.disc)
     y = h3_mix(q, k, v, shift_kernel, shift_d, ssm_kernel, d, self.head_dim, mask)
-    out = nn.Dense(features, kernel_init=torch_linear_init(),
-                   bias_init=torch_bias_init(features), name="out_proj")(y)
-    return out.astype(x.dtype)
+    return out_proj(y).astype(x.dtype)
+
+  def _decode(self, q, k, v, mask, shift_state, ssm_state, shift_kernel, shift_d, modes, d):
+    """One token (q, k, v `[b, 1, features]`): h3_mix's steps as recurrences. The shift SSM
+    reads its last N inputs (kernel `[N, features]`, lag 0 last in the window); the diagonal
+    SSM steps s = dA s + kv and reads 2 Re sum_n C'_n s_n (diag_ssm_modes)."""
+    decoding.check_one_token(q, "h3")
+    batch, _, features = q.shape
+    heads = features // self.head_dim
+    q, k, v = q[:, 0], k[:, 0], v[:, 0]
+    keep = None if mask is None else mask[:, :1].astype(jnp.float32)   # [b, 1]
+    if keep is not None:
+      k = k * keep
+    window = _history.push_window(shift_state.value, k)             # [b, N, features]
+    shift_state.value = window
+    k = jnp.einsum("bjc,jc->bc", window[:, ::-1], shift_kernel) + shift_d * k
+    k = k.reshape(batch, heads, self.head_dim)
+    kv = k[..., :, None] * v.reshape(batch, heads, self.head_dim)[..., None, :]   # [b, h, i, j]
+    if keep is not None:
+      kv = kv * keep[..., None, None]
+    coef, log_da = modes                                             # [h, N/2]
+    s = jnp.exp(log_da)[:, None, None] * ssm_state.value + kv[..., None]
+    ssm_state.value = s
+    y = 2.0 * jnp.einsum("hn,bhijn->bhij", coef, s).real + d[:, None, None] * kv
+    out = jnp.einsum("bhi,bhij->bjh", q.reshape(batch, heads, self.head_dim), y)
+    return out.reshape(batch, 1, features)                          # channel d2 * heads + h
