@@ -3,6 +3,7 @@ window + global pattern (sec. 3.1, built here only) for small windows, dilation 
 import numpy as np
 import pytest
 
+from models.attention import registry
 from models.attention.longformer import longformer_attention
 from models.attention.transformer import softmax_attention
 from tests.dense_pattern_reference import (pattern_attention, ragged_mask, random_qkv,
@@ -58,3 +59,19 @@ def test_bad_settings_are_errors():
     longformer_attention(q, k, v, window=2, global_positions=(16,))
   with pytest.raises(ValueError, match="window=0"):
     longformer_attention(q, k, v, window=0)
+
+
+# Incremental decoding (models/attention/decoding.py): token by token == the causal forward.
+
+@pytest.mark.parametrize("dilation,global_positions", [(1, (0,)), (2, (0, 7)), (1, ())])
+def test_decoding_step_by_step_matches_the_causal_forward(dilation, global_positions):
+  """A global query past the window (position 7 > window * dilation = 4) reads every earlier
+  key: the step applies the pattern's row over the full cache."""
+  from tests.decode_steps import mixer_steps, random_qkv_heads
+  q, k, v = random_qkv_heads(30, length=12, heads=4, kv_heads=2)
+  mixer = registry.build_mixer("longformer", {"window": 2, "dilation": dilation,
+                                              "global_positions": global_positions},
+                               causal=True)
+  full, stepped, cache = mixer_steps(mixer, q, k, v)
+  np.testing.assert_allclose(stepped, full, atol=1e-4, rtol=1e-4)
+  assert cache["cached_key"].shape == (2, 12, 2, 8)

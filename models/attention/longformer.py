@@ -10,6 +10,12 @@ global part (the paper's separate global projections are not implemented).
 Banded computation: the sequence is cut into blocks of `window * dilation` positions; each query
 block scores its own and neighbouring key blocks and masks them to the band, O(L * w * dilation);
 global rows cost O(g * L). No `[L, L]` array is built.
+
+Incremental decoding (`decode=True`, registry kind "kv"): a causal global query at position p
+attends to every key j <= p (sec. 3.1), so a window of the last `window * dilation` tokens plus
+the global keys is not enough in general; the cache keeps every key/value `[b, L, kv_heads, d]`
+and each step applies the pattern's row (the band j = i - t*dilation, 0 <= t <= window, and the
+global keys; every j <= i for a global query).
 """
 from __future__ import annotations
 
@@ -20,7 +26,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from models.attention import blocking, masks
+from models.attention import blocking, decoding, kv_cache, masks
 from models.attention.registry import register
 
 
@@ -96,7 +102,7 @@ def longformer_attention(q, k, v, *, window=256, dilation=1, global_positions=(0
   return masks.zero_padded_queries(out[:, :length], q_mask)
 
 
-@register("longformer", causal=True, cross=False)
+@register("longformer", causal=True, cross=False, decode="kv")
 class LongformerAttention(nn.Module):
   """Defaults: one-sided window 256 (LRA's sliding_window_size 512), CLS (position 0) global."""
   window: int = 256
@@ -106,7 +112,14 @@ class LongformerAttention(nn.Module):
   dropout_rate: float = 0.0
 
   @nn.compact
-  def __call__(self, q, k, v, *, q_mask=None, kv_mask=None, deterministic=True, inputs_q=None):
+  def __call__(self, q, k, v, *, q_mask=None, kv_mask=None, deterministic=True, inputs_q=None,
+               decode=False):
+    if decode:
+      stepping, index = decoding.decode_index(self)
+      keys, values = kv_cache.full_cache(self, k, v, stepping, index)
+      if stepping:
+        return self._decode(q, keys, values, index)
+      k, v = decoding.repeat_kv(k, q.shape[2]), decoding.repeat_kv(v, q.shape[2])
     rng = None
     if not deterministic and self.dropout_rate > 0.0:
       rng = self.make_rng("dropout")
@@ -115,3 +128,15 @@ class LongformerAttention(nn.Module):
         global_positions=tuple(self.global_positions), causal=self.causal, q_mask=q_mask,
         kv_mask=kv_mask, dropout_rate=self.dropout_rate, dropout_rng=rng,
         deterministic=deterministic)
+
+  def _decode(self, q, keys, values, index):
+    """Token at position `index`: its row of the causal pattern over the cached keys."""
+    decoding.check_one_token(q, "longformer")
+    length = keys.shape[1]
+    g_pos = jnp.asarray(_global_indices(self.global_positions, length))
+    j = jnp.arange(length)
+    delta = index - j
+    is_global = (j[:, None] == g_pos).any(-1)  # [L]
+    band = (delta <= self.window * self.dilation) & (delta % self.dilation == 0)
+    allowed = (delta >= 0) & (band | is_global | (index == g_pos).any())
+    return kv_cache.attend_one(q, keys, values, allowed[None, None], float32_softmax=False)
