@@ -74,3 +74,37 @@ def test_bad_chunk_size_is_an_error():
   mixer = registry.build_mixer("linear_transformer", {"chunk_size": 0})
   with pytest.raises(ValueError, match="chunk_size=0"):
     jax.eval_shape(mixer.apply, {}, q, k, v)
+
+
+# Incremental decoding (decode="state"): the RNN of eqs. 18-20, one token at a time.
+from tests import state_decoding  # noqa: E402  pylint: disable=wrong-import-position
+
+
+def test_decoding_step_by_step_equals_the_causal_forward_with_a_constant_state():
+  mixer = registry.build_mixer("linear_transformer", {"chunk_size": 5}, causal=True)
+  q, k, v = state_decoding.qkv(0, 13, heads=4, kv_heads=2)   # grouped heads: 2 queries per k/v
+  full, stepped, cache = state_decoding.mixer_decode(mixer, q, k, v)
+  np.testing.assert_allclose(stepped, full, atol=1e-4, rtol=1e-4)
+  # S [b, kv_heads, d, d], z [b, kv_heads, d] in float32, whatever the length
+  shapes = state_decoding.cache_shapes(cache)
+  assert shapes == {"index": ((), "int32"), "state": ((2, 2, 8, 8), "float32"),
+                    "normaliser": ((2, 2, 8), "float32")}
+  longer = mixer.init(jax.random.key(0), *state_decoding.qkv(1, 29, heads=4, kv_heads=2),
+                      decode=True)["cache"]
+  assert state_decoding.cache_shapes(longer) == shapes
+  assert int(cache["index"]) == 13
+
+
+def test_decoding_through_the_base_with_rope_and_grouped_heads():
+  full, stepped, cache = state_decoding.attention_decode("linear_transformer", {}, 11)
+  np.testing.assert_allclose(stepped, full, atol=1e-4, rtol=1e-4)
+  assert cache["mixer"]["state"].shape == (2, 2, 4, 4)   # 2 k/v heads of 16 / 4 features
+
+
+def test_decoding_in_bfloat16_keeps_the_dtype_and_a_float32_state():
+  mixer = registry.build_mixer("linear_transformer", {}, causal=True)
+  q, k, v = (x.astype(jnp.bfloat16) for x in state_decoding.qkv(2, 9))
+  full, stepped, cache = state_decoding.mixer_decode(mixer, q, k, v)
+  assert stepped.dtype == jnp.bfloat16 and bool(jnp.all(jnp.isfinite(stepped)))
+  assert cache["state"].dtype == jnp.float32
+  np.testing.assert_allclose(np.float32(stepped), np.float32(full), atol=5e-2, rtol=5e-2)

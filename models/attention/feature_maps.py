@@ -116,3 +116,58 @@ def padded_linear_attention(phi_q, phi_k, v, *, q_mask, kv_mask, causal: bool, e
   else:
     out = linear_attention(phi_q, phi_k, v, eps=eps)
   return masks.zero_padded_queries(out, q_mask)
+
+
+def grouped_readout(phi_q, state, normaliser):
+  """phi(q)^T S and phi(q)^T z for one token: phi_q `[b, h, m]` with h query heads, the state
+  `[b, kh, m, d]` / `[b, kh, m]` over kh key/value heads (query head i reads k/v head
+  i // (h / kh), as `decoding.repeat_kv`): `[b, h, d]`, `[b, h]`, without repeating the state."""
+  b, h, m = phi_q.shape
+  kh = state.shape[1]
+  grouped = phi_q.reshape(b, kh, h // kh, m)
+  numerator = jnp.einsum("bkgm,bkmd->bkgd", grouped, state).reshape(b, h, -1)
+  denominator = jnp.einsum("bkgm,bkm->bkg", grouped, normaliser).reshape(b, h)
+  return numerator, denominator
+
+
+class LinearState:
+  """The RNN view of causal linear attention for incremental decoding (Katharopoulos et al.
+  2020, eqs. 18-20): S_i = S_{i-1} + phi(k_i) v_i^T, z_i = z_{i-1} + phi(k_i),
+  out_i = phi(q_i)^T S_i / (phi(q_i)^T z_i + eps). Held in a mixer's "cache" collection in
+  float32, `[b, kv_heads, m, d]` and `[b, kv_heads, m]` whatever the length: constant size.
+
+  `scaled=True` keeps keys in the scaled form of `causal_linear_attention` (true feature
+  phi_k * exp(key_log_scale)): the state is held at the scale of the largest key so far (a
+  running max, `[b, kv_heads]`), rescaled when a larger one arrives, so exp() never overflows;
+  the same reference as the chunked form's, which it therefore reproduces.
+  """
+
+  def __init__(self, module, batch: int, kv_heads: int, num_features: int, dim: int,
+               scaled: bool = False):
+    zeros = lambda *shape: (lambda: jnp.zeros(shape, jnp.float32))
+    self.state = module.variable("cache", "state", zeros(batch, kv_heads, num_features, dim))
+    self.normaliser = module.variable("cache", "normaliser",
+                                      zeros(batch, kv_heads, num_features))
+    self.scale = (module.variable("cache", "key_scale",
+                                  lambda: jnp.full((batch, kv_heads), LOG_ZERO, jnp.float32))
+                  if scaled else None)
+
+  def step(self, phi_q, phi_k, v, *, eps: float, key_log_scale=None):
+    """One token: phi_q `[b, 1, h, m]`, phi_k `[b, 1, kh, m]`, v `[b, 1, kh, d]`,
+    key_log_scale `[b, 1, kh]` (scaled only) -> `[b, 1, h, d]` in v's dtype; updates the cache."""
+    phi_q, phi_k, v32 = (x[:, 0].astype(jnp.float32) for x in (phi_q, phi_k, v))
+    state, normaliser = self.state.value, self.normaliser.value
+    if self.scale is not None:
+      before = self.scale.value
+      after = jnp.maximum(before, key_log_scale[:, 0].astype(jnp.float32))
+      decay = jnp.exp(before - after)
+      phi_k = jnp.exp(key_log_scale[:, 0] - after)[..., None] * phi_k
+      state, normaliser = decay[..., None, None] * state, decay[..., None] * normaliser
+      self.scale.value = after
+    state = state + jnp.einsum("bkm,bkd->bkmd", phi_k, v32)      # eq. 18
+    normaliser = normaliser + phi_k                              # eq. 19
+    self.state.value, self.normaliser.value = state, normaliser
+    numerator, denominator = grouped_readout(phi_q, state, normaliser)   # eq. 20
+    denominator = denominator[..., None] + eps
+    out = numerator / jnp.where(denominator > 0, denominator, 1.0)
+    return out[:, None].astype(v.dtype)

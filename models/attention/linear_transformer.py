@@ -6,6 +6,10 @@ memory. The causal form is the RNN view (eqs. 16-20): a running state S_i = sum_
 phi(k_j) v_j^T and z_i = sum_{j<=i} phi(k_j), computed chunk-wise in
 `feature_maps.causal_linear_attention`. No attention weights exist, so there is no
 attention-weight dropout (as in the paper and the LRA repository).
+
+Incremental decoding (decode="state"): the same RNN, one token at a time (eqs. 18-20), with
+S and z in the "cache" collection (`feature_maps.LinearState`): float32, `[b, kv_heads, d, d]`
+and `[b, kv_heads, d]` whatever the number of tokens decoded.
 """
 from __future__ import annotations
 
@@ -14,7 +18,7 @@ import functools
 import flax.linen as nn
 import jax
 
-from models.attention import feature_maps
+from models.attention import decoding, feature_maps
 from models.attention.registry import register
 
 
@@ -35,7 +39,7 @@ def linear_transformer_attention(q, k, v, *, q_mask=None, kv_mask=None, causal=F
                                               causal=causal, eps=eps, chunk_size=chunk_size)
 
 
-@register("linear_transformer", causal=True, cross=True)
+@register("linear_transformer", causal=True, cross=True, decode="state")
 class LinearTransformerAttention(nn.Module):
   """elu+1 linear attention; `chunk_size` only changes speed of the causal form, not results."""
   causal: bool = False
@@ -43,9 +47,25 @@ class LinearTransformerAttention(nn.Module):
   chunk_size: int = 128
 
   @nn.compact
-  def __call__(self, q, k, v, *, q_mask=None, kv_mask=None, deterministic=True, inputs_q=None):
+  def __call__(self, q, k, v, *, q_mask=None, kv_mask=None, deterministic=True, inputs_q=None,
+               decode=False):
     if self.chunk_size < 1:
       raise ValueError(f"linear_transformer chunk_size={self.chunk_size}; expected >= 1")
+    if decode:
+      return self._decode(q, k, v)
     return linear_transformer_attention(q, k, v, q_mask=q_mask, kv_mask=kv_mask,
                                         causal=self.causal, eps=self.eps,
                                         chunk_size=self.chunk_size)
+
+  def _decode(self, q, k, v):
+    """Incremental decoding (decoding.py); k/v have the base's key/value heads."""
+    stepping, _ = decoding.decode_index(self)
+    b, _, kv_heads, dim = k.shape
+    state = feature_maps.LinearState(self, b, kv_heads, dim, v.shape[-1])
+    if not stepping:   # the cache-creating call: the causal full forward
+      heads = q.shape[2]
+      return linear_transformer_attention(q, decoding.repeat_kv(k, heads),
+                                          decoding.repeat_kv(v, heads), causal=True,
+                                          eps=self.eps, chunk_size=self.chunk_size)
+    decoding.check_one_token(q, "attention 'linear_transformer'")
+    return state.step(elu_feature_map(q), elu_feature_map(k), v, eps=self.eps)

@@ -23,6 +23,11 @@ Defaults are the authors' FAVOR+ ones (m = 256, orthogonal, chi norms, redraw). 
 repository's Performer default was instead the ReLU kernel without a random projection
 (`make_fast_generalized_attention`, features_type="deterministic"); `kernel="relu"` here keeps
 the random projection of the paper's Performer-ReLU.
+
+Incremental decoding (decode="state"): the causal prefix sums carried one token at a time
+(`feature_maps.LinearState`, with the running key scale of the softmax kernel), over the
+deterministic features of the layer (drawn once into the cache): float32 `[b, kv_heads, m, d]`
++ `[b, kv_heads, m]` (+ `[b, kv_heads]` scale, + the `[m, d]` projection), whatever the length.
 """
 from __future__ import annotations
 
@@ -33,7 +38,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from models.attention import favor_streamed, feature_maps, masks
+from models.attention import decoding, favor_streamed, feature_maps, masks
 from models.attention.registry import register
 
 KERNELS = ("softmax", "relu")
@@ -115,6 +120,21 @@ def performer_attention(q, k, v, projection, *, q_mask=None, kv_mask=None, causa
     out = favor_streamed.streamed_favor(q, k, v, projection, kv_mask, numerical_stabilizer,
                                         chunk_size)
     return masks.zero_padded_queries(out.astype(out_dtype), q_mask)
+  phi_q, phi_k, key_log_scale = favor_features(q, k, projection, kv_keep, causal=causal,
+                                               kernel=kernel,
+                                               numerical_stabilizer=numerical_stabilizer)
+  if causal:
+    out = feature_maps.causal_linear_attention(phi_q, phi_k, v, eps=0.0, chunk_size=chunk_size,
+                                               key_log_scale=key_log_scale)
+  else:
+    out = feature_maps.linear_attention(phi_q, phi_k, v, eps=0.0)
+  return masks.zero_padded_queries(out.astype(out_dtype), q_mask)
+
+
+def favor_features(q, k, projection, kv_keep, *, causal, kernel, numerical_stabilizer):
+  """(phi_q, phi_k, key_log_scale) of float32 q, k `[b, l, h, d]`; kv_keep `[b, l, 1, 1]`.
+  key_log_scale (`[b, l, h]`, causal softmax kernel only, else None): the keys' features are
+  phi_k * exp(key_log_scale) (`feature_maps.causal_linear_attention`)."""
   ratio = 1.0 / jnp.sqrt(float(projection.shape[0]))
   key_log_scale = None
   if kernel == "relu":
@@ -134,16 +154,10 @@ def performer_attention(q, k, v, projection, *, q_mask=None, kv_mask=None, causa
     else:        # one scale per (batch, head): the max over real keys and features
       k_max = jax.lax.stop_gradient(jnp.max(log_k, axis=(1, 3), keepdims=True))
       phi_k = ratio * (jnp.exp(log_k - k_max) + numerical_stabilizer)
-  phi_k = jnp.where(kv_keep, phi_k, 0.0)
-  if causal:
-    out = feature_maps.causal_linear_attention(phi_q, phi_k, v, eps=0.0, chunk_size=chunk_size,
-                                               key_log_scale=key_log_scale)
-  else:
-    out = feature_maps.linear_attention(phi_q, phi_k, v, eps=0.0)
-  return masks.zero_padded_queries(out.astype(out_dtype), q_mask)
+  return phi_q, jnp.where(kv_keep, phi_k, 0.0), key_log_scale
 
 
-@register("performer", causal=True, cross=True)
+@register("performer", causal=True, cross=True, decode="state")
 class PerformerAttention(nn.Module):
   """FAVOR+ mixer. Features: redrawn every training call from the "dropout" rng when `redraw`,
   otherwise (and always when deterministic) fixed, from `seed` and this layer's path."""
@@ -158,21 +172,56 @@ class PerformerAttention(nn.Module):
   chunk_size: int = 128            # tokens per streamed chunk: speed and memory, not results
 
   @nn.compact
-  def __call__(self, q, k, v, *, q_mask=None, kv_mask=None, deterministic=True, inputs_q=None):
+  def __call__(self, q, k, v, *, q_mask=None, kv_mask=None, deterministic=True, inputs_q=None,
+               decode=False):
     if self.num_features < 1:
       raise ValueError(f"performer num_features={self.num_features}; expected >= 1")
     if self.chunk_size < 1:
       raise ValueError(f"performer chunk_size={self.chunk_size}; expected >= 1")
     if self.kernel not in KERNELS:
       raise ValueError(f"performer kernel={self.kernel!r}; expected one of {KERNELS}")
+    if decode:
+      return self._decode(q, k, v)
+    projection = self._projection(q.shape[-1], deterministic)
+    return performer_attention(q, k, v, jax.lax.stop_gradient(projection), q_mask=q_mask,
+                               kv_mask=kv_mask, causal=self.causal, kernel=self.kernel,
+                               numerical_stabilizer=self.numerical_stabilizer,
+                               chunk_size=self.chunk_size)
+
+  def _projection(self, dim, deterministic):
     if self.redraw and not deterministic:
       key = self.make_rng("dropout")
     else:   # param-free and deterministic; the layer path makes layers draw different features
       path = "/".join(str(part) for part in self.scope.path)
       key = jax.random.fold_in(jax.random.key(self.seed), zlib.crc32(path.encode()) & 0x7FFFFFFF)
-    projection = random_features(key, self.num_features, q.shape[-1],
-                                 orthogonal=self.orthogonal, scaling=self.scaling)
-    return performer_attention(q, k, v, jax.lax.stop_gradient(projection), q_mask=q_mask,
-                               kv_mask=kv_mask, causal=self.causal, kernel=self.kernel,
-                               numerical_stabilizer=self.numerical_stabilizer,
-                               chunk_size=self.chunk_size)
+    return random_features(key, self.num_features, dim, orthogonal=self.orthogonal,
+                           scaling=self.scaling)
+
+  def _decode(self, q, k, v):
+    """Incremental decoding (decoding.py): the causal prefix sums as a running state over the
+    m random features (the prefix sums of unidirectional FAVOR+ as an RNN, Katharopoulos et al.
+    2020, eqs. 18-20), with the evaluation features (the deterministic draw of this layer: those
+    of the full forward with deterministic=True), drawn once into the cache. k/v have the
+    base's key/value heads; the state holds those only: `[b, kv_heads, m, d]`, `[b, kv_heads,
+    m]` and, softmax kernel, the running key scale `[b, kv_heads]`, all float32."""
+    if not self.causal:
+      raise ValueError("performer decode=True needs the causal form")
+    stepping, _ = decoding.decode_index(self)
+    b, _, kv_heads, dim = k.shape
+    kernel_scaled = self.kernel == "softmax"
+    state = feature_maps.LinearState(self, b, kv_heads, self.num_features, v.shape[-1],
+                                     scaled=kernel_scaled)
+    features = self.variable("cache", "projection",
+                             lambda: self._projection(dim, deterministic=True))
+    projection = jax.lax.stop_gradient(features.value)
+    if not stepping:   # the cache-creating call: the causal full forward
+      heads = q.shape[2]
+      return performer_attention(q, decoding.repeat_kv(k, heads), decoding.repeat_kv(v, heads),
+                                 projection, causal=True, kernel=self.kernel,
+                                 numerical_stabilizer=self.numerical_stabilizer,
+                                 chunk_size=self.chunk_size)
+    decoding.check_one_token(q, "attention 'performer'")
+    phi_q, phi_k, key_log_scale = favor_features(
+        q.astype(jnp.float32), k.astype(jnp.float32), projection, True, causal=True,
+        kernel=self.kernel, numerical_stabilizer=self.numerical_stabilizer)
+    return state.step(phi_q, phi_k, v, eps=0.0, key_log_scale=key_log_scale)
