@@ -127,3 +127,19 @@ def test_default_memory_grows_like_l_sqrt_l(monkeypatch):
   monkeypatch.setitem(attention_cases.MEMORY_KWARGS, "sparse_transformer", {"block_size": 128})
   fixed = growth()
   assert fixed > 12.0, f"fixed l = 128: memory grows {fixed:.1f}x (expected about 15x)"
+
+
+# Incremental decoding (models/attention/decoding.py): token by token == the causal forward.
+
+@pytest.mark.parametrize("pattern,factorisation,block", [
+    ("fixed", "merged", 4), ("fixed", "heads", 4), ("strided", "merged", 3),
+    ("strided", "heads", 3), ("fixed", "merged", 0)])
+def test_decoding_step_by_step_matches_the_causal_forward(pattern, factorisation, block):
+  from tests.decode_steps import mixer_steps, random_qkv_heads
+  q, k, v = random_qkv_heads(40, length=13, heads=4, kv_heads=2)
+  mixer = registry.build_mixer("sparse_transformer", {
+      "pattern": pattern, "factorisation": factorisation, "block_size": block,
+      "summary_size": 2}, causal=True)
+  full, stepped, cache = mixer_steps(mixer, q, k, v)
+  np.testing.assert_allclose(stepped, full, atol=1e-4, rtol=1e-4)
+  assert cache["cached_key"].shape == (2, 13, 2, 8)

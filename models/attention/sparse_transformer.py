@@ -18,6 +18,11 @@ as in the paper (its stride l is "chosen to be close to sqrt(n)"; abstract: O(n 
 So `block_size=0` (the default) picks l from the length (`auto_block_size`); a fixed
 `block_size` is honoured as given (and is then quadratic in L, as the LRA code's l = 50 was).
 A query with an empty set (e.g. the A(2) heads before the first summary) outputs zero.
+
+Incremental decoding (`decode=True`, registry kind "kv"): A(2) reaches back to the start
+(every block's summary columns, fixed; every l-th key, strided), so the cache keeps every
+key/value `[b, L, kv_heads, d]`; each step applies query i's row of the causal pattern (per head
+with factorisation="heads"), l taken from the init call's length L as the full forward's.
 """
 from __future__ import annotations
 
@@ -26,7 +31,7 @@ import math
 import flax.linen as nn
 import jax.numpy as jnp
 
-from models.attention import blocking, masks
+from models.attention import blocking, decoding, kv_cache, masks
 from models.attention.registry import register
 
 PATTERNS = ("fixed", "strided")
@@ -136,7 +141,7 @@ def sparse_transformer_attention(q, k, v, *, pattern="fixed", block_size=0, summ
   return masks.zero_padded_queries(out, q_mask)
 
 
-@register("sparse_transformer", causal=True, cross=False)
+@register("sparse_transformer", causal=True, cross=False, decode="kv")
 class SparseTransformerAttention(nn.Module):
   """Merged fixed pattern (LRA's default pattern, the paper's for Enwik8) with c = 8 summary
   columns (the paper's c in {8, 16, 32}) and l = the power of two nearest sqrt(L)
@@ -153,7 +158,14 @@ class SparseTransformerAttention(nn.Module):
   dropout_rate: float = 0.0
 
   @nn.compact
-  def __call__(self, q, k, v, *, q_mask=None, kv_mask=None, deterministic=True, inputs_q=None):
+  def __call__(self, q, k, v, *, q_mask=None, kv_mask=None, deterministic=True, inputs_q=None,
+               decode=False):
+    if decode:
+      stepping, index = decoding.decode_index(self)
+      keys, values = kv_cache.full_cache(self, k, v, stepping, index)
+      if stepping:
+        return self._decode(q, keys, values, index)
+      k, v = decoding.repeat_kv(k, q.shape[2]), decoding.repeat_kv(v, q.shape[2])
     rng = None
     if not deterministic and self.dropout_rate > 0.0:
       rng = self.make_rng("dropout")
@@ -162,3 +174,25 @@ class SparseTransformerAttention(nn.Module):
         summary_size=self.summary_size, factorisation=self.factorisation, causal=self.causal,
         q_mask=q_mask, kv_mask=kv_mask, dropout_rate=self.dropout_rate, dropout_rng=rng,
         deterministic=deterministic)
+
+  def _decode(self, q, keys, values, index):
+    """Token at position `index`: its row of the causal pattern (sec. 4.2) over the cache."""
+    decoding.check_one_token(q, "sparse_transformer")
+    length, heads = keys.shape[1], q.shape[2]
+    block = self.block_size or auto_block_size(length, self.pattern, self.summary_size)
+    _check(self.pattern, self.factorisation, block, self.summary_size, heads)
+    j = jnp.arange(length)
+    seen = j <= index
+    if self.pattern == "fixed":
+      part_1 = j // block == index // block
+      part_2 = j % block >= block - self.summary_size
+    else:
+      part_1 = index - j <= block
+      part_2 = (index - j) % block == 0
+    part_1, part_2 = part_1 & seen, part_2 & seen
+    if self.factorisation == "merged":  # one softmax over A(1) u A(2)
+      allowed = (part_1 | part_2)[None, None]
+    else:  # sec. 4.3: the first ceil(h/2) heads over A(1), the others over A(2)
+      head_1 = (jnp.arange(heads) < heads - heads // 2)[:, None]
+      allowed = jnp.where(head_1, part_1, part_2)[None]
+    return kv_cache.attend_one(q, keys, values, allowed, float32_softmax=False)
