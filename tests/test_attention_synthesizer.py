@@ -114,3 +114,21 @@ def test_errors_are_clear():
     init({"mode": "sparse"})
   with pytest.raises(ValueError, match="need two or more terms"):
     init({"mode": "mixture", "mixture": ("random",)})
+
+
+# Incremental decoding (models/attention/decoding.py): token by token == the causal forward.
+
+@pytest.mark.parametrize("kwargs", [{"mode": "random"}, {"mode": "factorized_dense"},
+                                    {"mode": "random", "trainable": False}, EVERYTHING],
+                         ids=["random", "factorized_dense", "fixed_random", "everything"])
+def test_decoding_step_by_step_matches_the_causal_forward(kwargs):
+  """L = 10 < max_len = 16 (the leading block), one kv head for two query heads."""
+  from tests.decode_steps import mixer_steps
+  q, k, v, x = inputs(50, length=10)
+  k, v = k[:, :, :1], v[:, :, :1]
+  mixer = build(kwargs, causal=True)
+  params = random_params(mixer, q, q, q, inputs_q=x).get("params", {})
+  full, stepped, cache = mixer_steps(mixer, q, k, v, inputs_q=x, params=params)
+  np.testing.assert_allclose(stepped, full, atol=1e-4, rtol=1e-4)
+  assert cache["cached_value"].shape == (2, 10, 1, DIM)
+  assert ("cached_key" in cache) == kwargs.get("with_dot_product", False)

@@ -18,17 +18,19 @@ import jax.numpy as jnp
 from models.attention import masks
 
 
-def full_cache(module, k, v, stepping: bool, index):
-  """(keys, values) `[b, L, kv_heads, d]`: every position so far (later slots hold zeros)."""
-  cached_k = module.variable("cache", "cached_key", jnp.zeros, k.shape, k.dtype)
+def full_cache(module, k, v, stepping: bool, index, *, keys: bool = True):
+  """(keys, values) `[b, L, kv_heads, d]`: every position so far (later slots hold zeros).
+  `keys=False`: only the values are cached (keys returned as None)."""
+  cached_k = (module.variable("cache", "cached_key", jnp.zeros, k.shape, k.dtype)
+              if keys else None)
   cached_v = module.variable("cache", "cached_value", jnp.zeros, v.shape, v.dtype)
   if stepping:
     start = (0, index, 0, 0)
-    cached_k.value = jax.lax.dynamic_update_slice(cached_k.value, k.astype(cached_k.value.dtype),
-                                                  start)
-    cached_v.value = jax.lax.dynamic_update_slice(cached_v.value, v.astype(cached_v.value.dtype),
-                                                  start)
-  return cached_k.value, cached_v.value
+    for cached, new in ((cached_k, k), (cached_v, v)):
+      if cached is not None:
+        cached.value = jax.lax.dynamic_update_slice(cached.value, new.astype(cached.value.dtype),
+                                                    start)
+  return (cached_k.value if keys else None), cached_v.value
 
 
 def window_cache(module, k, v, stepping: bool, index, size: int):

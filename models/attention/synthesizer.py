@@ -15,6 +15,11 @@ design (the [L, L] logits are the method), so registered subquadratic=False.
 The LRA repository's default "Synthesizer" is random logits *added* to dot-product logits
 (`ignore_dot_product=False`); here that is mode="mixture", mixture=("random",),
 with_dot_product=True (a learned weighted sum, as the paper's sec. 3.3, not a plain sum).
+
+Incremental decoding (`decode=True`, registry kind "kv"): token i's logits are its own row of
+B (dense: from X_i alone; random: row i of R, or of R1 R2^T), so a step needs only the past
+values `[b, L, kv_heads, d]` (and the past keys for the mixture's Q K^T term): row i over
+positions j <= i, the same masked softmax as the causal full forward.
 """
 from __future__ import annotations
 
@@ -26,7 +31,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from models.attention import masks
+from models.attention import decoding, kv_cache, masks
 from models.attention.registry import register
 
 MODES = ("dense", "factorized_dense", "random", "factorized_random")
@@ -58,7 +63,7 @@ def synthesized_attention(logits, v, *, q_mask=None, kv_mask=None, causal=False,
 
 
 @register("synthesizer", causal=True, cross=True, needs_max_len=True, subquadratic=False,
-          rope=False)  # synthesised logits; with_dot_product mixes in q.k, still no RoPE
+          rope=False, decode="kv")  # synthesised logits; with_dot_product mixes in q.k, still no RoPE
 class SynthesizerAttention(nn.Module):
   """Synthesised attention; dense modes read `inputs_q` (the un-projected query input)."""
   causal: bool = False
@@ -101,8 +106,9 @@ class SynthesizerAttention(nn.Module):
     key = jax.random.fold_in(jax.random.key(self.seed), zlib.crc32(path.encode()) & 0x7FFFFFFF)
     return init(key, shape)   # fixed: param-free, the same every call
 
-  def _synthesise(self, mode, inputs_q, heads, head_dim, lq, lk, kv_max_len):
-    """Logits `[b or 1, h, lq, lk]` of one mode."""
+  def _synthesise(self, mode, inputs_q, heads, head_dim, lq, lk, kv_max_len, row=None):
+    """Logits `[b or 1, h, lq, lk]` of one mode; `row` (decoding, lq = 1): the query's
+    position, the row of a random matrix to read (traced)."""
     if mode in DENSE_MODES:   # F(X) = W2 relu(W1 X + b1) + b2 per head, from the query side
       hidden = nn.relu(nn.DenseGeneral((heads, head_dim), name=f"{mode}_hidden")(inputs_q))
       if mode == "dense":
@@ -116,10 +122,12 @@ class SynthesizerAttention(nn.Module):
       return rows[..., :lk]
     if mode == "random":
       matrix = self._random_matrix("random", (heads, self.max_len, kv_max_len))
-      return matrix[None, :, :lq, :lk]
+      rows = matrix[:, :lq] if row is None else jax.lax.dynamic_slice_in_dim(matrix, row, 1, 1)
+      return rows[None, :, :, :lk]
     r1 = self._random_matrix("random_1", (heads, self.max_len, self.k))
     r2 = self._random_matrix("random_2", (heads, kv_max_len, self.k))
-    return jnp.einsum("hqr,hkr->hqk", r1[:, :lq], r2[:, :lk])[None]
+    rows = r1[:, :lq] if row is None else jax.lax.dynamic_slice_in_dim(r1, row, 1, 1)
+    return jnp.einsum("hqr,hkr->hqk", rows, r2[:, :lk])[None]
 
   def _dense_rows(self, hidden, width, name):
     """Per-head Dense: `[b, lq, h, e]` -> `[b, h, lq, width]`."""
@@ -130,7 +138,15 @@ class SynthesizerAttention(nn.Module):
     return jnp.einsum("bqhe,hen->bhqn", hidden, kernel) + bias[None, :, None, :]
 
   @nn.compact
-  def __call__(self, q, k, v, *, q_mask=None, kv_mask=None, deterministic=True, inputs_q=None):
+  def __call__(self, q, k, v, *, q_mask=None, kv_mask=None, deterministic=True, inputs_q=None,
+               decode=False):
+    if decode:
+      stepping, index = decoding.decode_index(self)
+      dot = self.mode == "mixture" and self.with_dot_product
+      keys, values = kv_cache.full_cache(self, k, v, stepping, index, keys=dot)
+      if stepping:
+        return self._decode(q, keys, values, index, inputs_q)
+      k, v = decoding.repeat_kv(k, q.shape[2]), decoding.repeat_kv(v, q.shape[2])
     b, lq, heads, head_dim = q.shape
     lk = k.shape[1]
     modes, kv_max_len = self._check(lq, lk, inputs_q)
@@ -151,3 +167,25 @@ class SynthesizerAttention(nn.Module):
     return synthesized_attention(mixed, v, q_mask=q_mask, kv_mask=kv_mask, causal=self.causal,
                                  dropout_rate=self.dropout_rate, dropout_rng=rng,
                                  deterministic=deterministic)
+
+  def _decode(self, q, keys, values, index, inputs_q):
+    """Token at position `index`: its row of the synthesised logits over positions <= index."""
+    decoding.check_one_token(q, "synthesizer")
+    b, _, heads, head_dim = q.shape
+    length = values.shape[1]
+    modes, kv_max_len = self._check(1, length, inputs_q)
+    logits = [self._synthesise(mode, inputs_q, heads, head_dim, 1, length, kv_max_len,
+                               row=index) for mode in modes]
+    if self.mode == "mixture":
+      if self.with_dot_product:
+        keys = decoding.repeat_kv(keys, heads)
+        logits.append(jnp.einsum("bqhd,bkhd->bhqk", q, keys)
+                      / jnp.sqrt(head_dim).astype(q.dtype))
+      logits = [jnp.broadcast_to(s, (b, heads, 1, length)) for s in logits]
+      weight_logits = self.param("mixture_logits", nn.initializers.zeros, (len(logits),))
+      mixed, alpha = mix_logits(logits, weight_logits)
+      self.sow("intermediates", "mixture_weights", alpha)
+    else:
+      mixed = jnp.broadcast_to(logits[0], (b, heads, 1, length))
+    allowed = (jnp.arange(length) <= index)[None, None]
+    return kv_cache.weighted_values(mixed[:, :, 0], values, allowed, mixed.dtype, values.dtype)
