@@ -174,3 +174,32 @@ def test_bfloat16_in_bfloat16_out_and_float32_parameters():
   out = jax.jit(mixer.apply)(v, jnp.asarray(inputs(9), jnp.bfloat16), lengths_mask([4, 12]))
   assert out.dtype == jnp.bfloat16 and np.all(np.isfinite(np.asarray(out, np.float32)))
   assert all(p.dtype == jnp.float32 for p in jax.tree_util.tree_leaves(v))
+
+
+# Incremental decoding (decode="history"): models/attention/decoding.py's protocol.
+@pytest.mark.parametrize("kwargs", [dict(smooth_window=3, lam=0.1), dict(kernel_init="double_exp")])
+def test_decoding_step_by_step_equals_the_causal_forward(kwargs):
+  from tests.sequence_decoding import assert_decodes
+  mixer, v = variables(causal=True, **kwargs)
+  params = dict(v["params"])
+  # Taps well above the squash threshold, so the kernel (not only D) carries the output.
+  params["kernel"] = np.random.default_rng(2).standard_normal(params["kernel"].shape).astype(
+      np.float32)
+  assert_decodes(mixer, params, inputs(6))
+
+
+def test_decoding_history_holds_the_past_inputs():
+  """A "history" cache is `[b, L, H]`: it grows with L (documented), one row per token."""
+  from tests.sequence_decoding import cache_shapes, decode_steps
+  mixer, v = variables(causal=True)
+  assert cache_shapes(mixer, v["params"], FEATURES, 8)["['history']"] == (2, 8, FEATURES)
+  assert cache_shapes(mixer, v["params"], FEATURES, 16)["['history']"] == (2, 16, FEATURES)
+  x = inputs(7, length=8)
+  _, _, cache = decode_steps(mixer, v["params"], x)
+  np.testing.assert_array_equal(np.asarray(cache["history"]), x)
+
+
+def test_decoding_needs_the_causal_form():
+  mixer = build()
+  with pytest.raises(ValueError, match="causal"):
+    mixer.init(jax.random.PRNGKey(0), inputs(), decode=True)

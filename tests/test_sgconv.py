@@ -178,3 +178,29 @@ def test_causal_bidirectional_raises():
   x, mask = inputs()
   with pytest.raises(ValueError, match="causal.*bidirectional"):
     build(causal=True, bidirectional=True).init(jax.random.PRNGKey(0), x, mask)
+
+
+# Incremental decoding (decode="history"): models/attention/decoding.py's protocol.
+@pytest.mark.parametrize("max_len, length", [(None, 16), (LENGTH, 13)])
+def test_decoding_step_by_step_equals_the_causal_forward(max_len, length):
+  """max_len=None: the kernel's scales come from the cache's length L (the stepping calls see
+  one token), as in the full forward over L."""
+  from tests.sequence_decoding import assert_decodes
+  module = build(causal=True, max_len=max_len)
+  x = inputs(3)[0][:, :length]
+  params = module.init(jax.random.PRNGKey(0), x)["params"]
+  assert_decodes(module, params, x)
+
+
+def test_decoding_history_is_the_length_of_the_cache():
+  from tests.sequence_decoding import cache_shapes
+  module = build(causal=True)
+  params = module.init(jax.random.PRNGKey(0), inputs()[0])["params"]
+  for length in (8, 16):
+    assert cache_shapes(module, params, FEATURES, length)["['history']"] == (2, length, FEATURES)
+
+
+def test_decoding_needs_the_causal_form():
+  module = build()
+  with pytest.raises(ValueError, match="causal"):
+    module.init(jax.random.PRNGKey(0), inputs()[0], decode=True)

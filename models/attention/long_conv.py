@@ -23,6 +23,12 @@ The activation, dropout and GLU output linear of their layer are the shared bloc
 stage (`config.model.ffn = "glu"`). Their LRA configs use `channels: 2` (two kernels per feature,
 a 2H-wide output into that linear); one channel here (the block's stage reads H features).
 Parameter names: `kernel` (their own learning rate, weight decay 0), `D`.
+
+Incremental decoding (decode="history", the causal form only): the paper has no recurrent form
+of a free kernel, so the cache keeps the past inputs `[b, L, H]` (L = the most tokens decoded,
+the length of the cache-creating call; it grows with L) and a token's output is the kernel's
+first L taps (the same K' as the full forward, from the parameters) dotted with the reversed
+history plus D u: O(L H) per token.
 """
 from __future__ import annotations
 
@@ -30,6 +36,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from models.attention import _history, decoding
 from models.attention.registry import register
 from models.attention.s4d import fft_conv
 
@@ -65,7 +72,8 @@ def init_kernel(kind: str):
   return init
 
 
-@register("long_conv", causal=True, cross=False, needs_max_len=True, kind="sequence")
+@register("long_conv", causal=True, cross=False, needs_max_len=True, kind="sequence",
+          decode="history")
 class LongConv(nn.Module):
   """A max_len-long learned kernel per feature, regularised, by FFT convolution (docstring)."""
   causal: bool = False
@@ -95,17 +103,32 @@ class LongConv(nn.Module):
       raise ValueError(f"long_conv dropout_rate={self.dropout_rate}; expected in [0, 1)")
 
   @nn.compact
-  def __call__(self, x, mask=None, deterministic=True):
+  def __call__(self, x, mask=None, deterministic=True, decode=False):
     batch, length, features = x.shape
     self.check(length)
+    if decode and not self.causal:
+      raise ValueError("long_conv: decode=True needs the causal form; build it with causal=True")
     channels = 2 if self.bidirectional else 1
     kernel = self.param("kernel", init_kernel(self.kernel_init),
                         (channels, features, self.max_len))
     D = self.param("D", nn.initializers.normal(1.0), (features,))
     k = squash(smooth(kernel, self.smooth_window), self.lam)
-    k = nn.Dropout(self.dropout_rate)(k, deterministic=deterministic)[..., :length]
     u = x.astype(jnp.float32)
     if mask is not None:  # padding carries nothing into either direction's convolution
       u = jnp.where(mask[..., None], u, 0.0)
+    if decode:
+      history = self.variable("cache", "history", jnp.zeros, x.shape, x.dtype)
+      stepping, index = decoding.decode_index(self)
+      if stepping:
+        return self._decode(u, history, index, k[0], D).astype(x.dtype)
+    k = nn.Dropout(self.dropout_rate)(k, deterministic=deterministic)[..., :length]
     y = fft_conv(u, k[0], k[1] if self.bidirectional else None) + D * u
     return y.astype(x.dtype)
+
+  def _decode(self, u, history, index, kernel, D):
+    """One token u `[b, 1, H]` at position `index`: y = sum_{j <= index} K'[index - j] u_j + D u
+    over the cached inputs (kernel `[H, max_len]`, cut to the history's L taps; no dropout)."""
+    decoding.check_one_token(u, "long_conv")
+    history.value = _history.write(history.value, u[:, 0], index)
+    taps = kernel[:, :history.value.shape[1]].T                     # [L, H]
+    return (_history.causal_dot(history.value, taps, index) + D * u[:, 0])[:, None]

@@ -18,6 +18,12 @@ pad(k1.flip) placement): y_t = sum_j K0_j u_{t-j} + sum_j K1_j u_{t+1+j} + D u_t
 The code's GELU, dropout and output linear (postact GLU in the S4-repo LRA setups this code plugs
 into) are the shared block's `config.model.ffn="glu"` stage, so they are not in this mixer. The
 code's `channels` (>1 maps each feature to several outputs before the output linear) is 1 here.
+
+Incremental decoding (decode="history", the causal form only): SGConv's kernel has no
+recurrent form in the paper, so the cache keeps the past inputs `[b, L, H]` (L = the length of
+the cache-creating call; it grows with L) and a token's output is the same kernel (rebuilt from
+the parameters for length L, so with max_len=None the same scales as the full forward over L)
+dotted with the reversed history, plus D u: O(L H) per token.
 """
 from __future__ import annotations
 
@@ -27,6 +33,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from models.attention import _history, decoding
 from models.attention.registry import register
 from models.attention.s4d import fft_conv  # the same zero-padded FFT at 2L, both directions
 
@@ -72,7 +79,7 @@ def fit_length(kernel, length: int):
   return jnp.pad(kernel, [(0, 0)] * (kernel.ndim - 1) + [(0, length - size)])
 
 
-@register("sgconv", causal=True, cross=False, kind="sequence")
+@register("sgconv", causal=True, cross=False, kind="sequence", decode="history")
 class SGConv(nn.Module):
   """Structured global convolution with a D skip; sub-kernels `kernel_<i>`, `D`, `kernel_norm`."""
   kernel_dim: int = 32        # d, the first sub-kernel's length (README example: 32)
@@ -84,7 +91,7 @@ class SGConv(nn.Module):
   max_len: int | None = None  # the kernel covers it (l_max); None: the input length at init
 
   @nn.compact
-  def __call__(self, x, mask=None, deterministic=True):
+  def __call__(self, x, mask=None, deterministic=True, decode=False):
     if self.interpolation not in INTERPOLATIONS:
       raise ValueError(f"sgconv interpolation={self.interpolation!r}; expected one of "
                        f"{INTERPOLATIONS}")
@@ -96,7 +103,13 @@ class SGConv(nn.Module):
     if not 0 < self.decay_min <= self.decay_max:
       raise ValueError(f"sgconv decay_min={self.decay_min}, decay_max={self.decay_max}; "
                        "expected 0 < decay_min <= decay_max")
+    if decode and not self.causal:
+      raise ValueError("sgconv: decode=True needs the causal form; build it with causal=True")
     batch, length, h = x.shape
+    if decode:  # the kernel is the one for the cache's length L (the cache-creating call's)
+      history = self.variable("cache", "history", jnp.zeros, x.shape, x.dtype)
+      stepping, index = decoding.decode_index(self)
+      length = history.value.shape[1]
     u = x.astype(jnp.float32)
     if mask is not None:
       u = jnp.where(mask[..., None], u, 0.0)
@@ -113,5 +126,14 @@ class SGConv(nn.Module):
                       lambda rng: jnp.linalg.norm(jax.lax.stop_gradient(kernel), axis=-1,
                                                   keepdims=True))
     kernel = fit_length(kernel, length) / jax.lax.stop_gradient(norm)
+    if decode and stepping:
+      return self._decode(u, history, index, kernel[0], d_skip).astype(x.dtype)
     y = fft_conv(u, kernel[0], kernel[1] if self.bidirectional else None) + d_skip * u
     return y.astype(x.dtype)
+
+  def _decode(self, u, history, index, kernel, d_skip):
+    """One token u `[b, 1, H]` at position `index`: y = sum_{j <= index} K[index - j] u_j + D u
+    over the cached inputs (kernel `[H, L]`)."""
+    decoding.check_one_token(u, "sgconv")
+    history.value = _history.write(history.value, u[:, 0], index)
+    return (_history.causal_dot(history.value, kernel.T, index) + d_skip * u[:, 0])[:, None]
