@@ -1,0 +1,9 @@
+"""Sparse Transformer (Child et al. 2019) on associative recall (lra/associative_recall.py): the
+task's settings (configs/base_associative_recall.py) and this variant's defaults, as the causal
+decoder's mixer."""
+from configs import base_associative_recall, defaults
+
+
+def get_config(preset=None):
+  config = defaults.attention(base_associative_recall.get_config(), "sparse_transformer")
+  return defaults.finalize(config, preset, base_associative_recall.PRESETS)
