@@ -231,3 +231,22 @@ def test_registered_as_causal_sequence_mixer_bfloat16():
   x = jnp.asarray(inputs(0), jnp.bfloat16)
   out = jax.jit(mixer.apply)(random_params(mixer, x), x, lengths_mask([LENGTH, 4]))
   assert out.dtype == jnp.bfloat16 and bool(jnp.all(jnp.isfinite(out)))
+
+
+# Incremental decoding (decode="history"): models/attention/decoding.py's protocol.
+@pytest.mark.parametrize("kwargs", [dict(), dict(form="paper", order=3)])
+def test_decoding_step_by_step_equals_the_causal_forward(kwargs):
+  from tests.sequence_decoding import assert_decodes
+  module, variables = build(**kwargs)
+  assert_decodes(module, variables["params"], inputs(4))
+
+
+def test_decoding_caches_one_history_per_long_convolution():
+  """Each of the order-N recurrence's long convolutions keeps its own inputs `[b, L, D]` (grows
+  with L, documented); the short conv keeps its last taps (constant)."""
+  from tests.sequence_decoding import cache_shapes
+  module, variables = build(form="paper", order=3)
+  for length in (6, 12):
+    shapes = cache_shapes(module, variables["params"], FEATURES, length)
+    assert shapes["['history']"] == (3, 2, length, FEATURES)
+    assert shapes["['short_window']"] == (2, 3, 4 * FEATURES)

@@ -35,6 +35,13 @@ there, so there is none here. Hyena is causal; safari's operator has no bidirect
 neither has this (`causal` is accepted and changes nothing). One head (num_heads=1),
 inner_factor=1, num_blocks=1, no outer_mixing / post_order_ffn (safari's layer defaults).
 
+Incremental decoding (decode="history"): the paper gives the long convolutions no recurrent
+form (distilling them into one is separate work), so each of the n_filters long convolutions
+keeps its own past inputs (cache `history` `[n_filters, b, L, features]`, L = the length of the
+cache-creating call: it grows with L) and a token's output is the filter (regenerated from the
+parameters for length L, as the full forward's) dotted with the reversed history, O(L) per
+token; the short conv keeps its last `short_filter_order` inputs (`short_window`, constant).
+
 Padding: x is zeroed at padded positions before the projection, and every value entering a long
 convolution is zeroed there, so padded positions never reach real outputs.
 """
@@ -47,6 +54,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from models.attention import _history, decoding
 from models.attention.h3 import torch_bias_init, torch_linear_init  # torch's default inits
 from models.attention.registry import register
 from models.attention.s4d import fft_conv
@@ -93,21 +101,24 @@ def long_conv(u, kernel, bias):
   return fft_conv(u, kernel.T) + bias * u.astype(jnp.float32)
 
 
-def hyena_recurrence(gates, v, filters, biases, form: str, keep=None, drop=None):
+def hyena_recurrence(gates, v, filters, biases, form: str, keep=None, drop=None, conv=None):
   """The Hyena recurrence (pure). gates: list of `[b, L, D]` (paper: x_1..x_N; safari:
   x_0..x_{N-1}); v `[b, L, D]`; filters `[L, D, n_filters]`, biases `[D, n_filters]`;
-  keep `[b, L, 1]` (1 = real) zeroes what enters each convolution; drop: dropout function."""
+  keep `[b, L, 1]` (1 = real) zeroes what enters each convolution; drop: dropout function.
+  conv(n, a): long convolution n of a (default: `long_conv` with filter n; decoding passes
+  its one-token step over the cached history)."""
   zero = (lambda a: a) if keep is None else (lambda a: a * keep)
   drop = drop or (lambda a: a)
+  conv = conv or (lambda n, a: long_conv(a, filters[:, :, n], biases[:, n]))
   if form == "paper":
     for n, x_n in enumerate(gates):
       if n:
         v = drop(v)
-      v = x_n * long_conv(zero(v), filters[:, :, n], biases[:, n])
+      v = x_n * conv(n, zero(v))
     return v
   if form == "safari":
     for o, x_i in enumerate(reversed(gates[1:])):
-      v = long_conv(zero(drop(v * x_i)), filters[:, :, o], biases[:, o])
+      v = conv(o, zero(drop(v * x_i)))
     return v * gates[0]
   raise ValueError(f"hyena form={form!r}; expected one of {FORMS}")
 
@@ -149,7 +160,8 @@ class HyenaFilter(nn.Module):
     return h
 
 
-@register("hyena", causal=True, cross=False, needs_max_len=True, kind="sequence")
+@register("hyena", causal=True, cross=False, needs_max_len=True, kind="sequence",
+          decode="history")
 class Hyena(nn.Module):
   """Hyena operator; defaults are safari's configs/model/layer/hyena.yaml and hyena-filter.yaml
   (order 2, filter_order 64, short_filter_order 3, emb_dim 3, w 1, num_inner_mlps 2, bias on,
@@ -198,11 +210,22 @@ class Hyena(nn.Module):
       raise ValueError(f"hyena dropout_rate={self.dropout_rate}; expected in [0, 1)")
 
   @nn.compact
-  def __call__(self, x, mask=None, deterministic=True):
+  def __call__(self, x, mask=None, deterministic=True, decode=False):
     batch, length, features = x.shape
     self._check(length)
     n_filters = self.order if self.form == "paper" else self.order - 1
     width = (self.order + 1) * features
+    taps = self.short_filter_order
+    stepping = False
+    if decode:
+      window = self.variable("cache", "short_window", jnp.zeros, (batch, taps, width),
+                             jnp.float32)
+      history = self.variable("cache", "history", jnp.zeros,
+                              (n_filters, batch, length, features), jnp.float32)
+      stepping, index = decoding.decode_index(self)
+      if stepping:
+        decoding.check_one_token(x, "hyena")
+        length = history.value.shape[2]  # the filters are the full forward's over L
     xf = x.astype(jnp.float32)
     keep = None
     if mask is not None:
@@ -210,10 +233,13 @@ class Hyena(nn.Module):
       xf = xf * keep
     u = nn.Dense(width, kernel_init=torch_linear_init(), bias_init=torch_bias_init(features),
                  name="in_proj")(xf)
-    taps = self.short_filter_order
     conv_w = self.param("short_filter_kernel", torch_bias_init(taps), (taps, width))
     conv_b = self.param("short_filter_bias", torch_bias_init(taps), (width,))
-    u = short_causal_conv(u, conv_w, conv_b)
+    if stepping:  # the short conv over its last `taps` inputs (oldest first)
+      window.value = _history.push_window(window.value, u[:, 0])
+      u = (conv_b + jnp.einsum("bkc,kc->bc", window.value, conv_w))[:, None]
+    else:
+      u = short_causal_conv(u, conv_w, conv_b)
     *gates, v = jnp.split(u, self.order + 1, axis=-1)
 
     filters = HyenaFilter(
@@ -227,7 +253,24 @@ class Hyena(nn.Module):
     drop = None
     if self.dropout_rate > 0 and not deterministic:
       drop = lambda a: nn.Dropout(self.dropout_rate, deterministic=False)(a)
-    y = hyena_recurrence(gates, v, filters, bias, self.form, keep, drop)
+    if stepping:
+      y = self._decode(gates, v, filters, bias, keep, history, index)
+    else:
+      y = hyena_recurrence(gates, v, filters, bias, self.form, keep, drop)
     out = nn.Dense(features, kernel_init=torch_linear_init(),
                    bias_init=torch_bias_init(features), name="out_proj")(y)
     return out.astype(x.dtype)
+
+  def _decode(self, gates, v, filters, bias, keep, history, index):
+    """One token (gates, v `[b, 1, D]`) through hyena_recurrence, each long convolution n a step
+    over its own cached inputs: y = sum_{j <= index} h_n[index - j] a_j + b_n a (no dropout)."""
+    histories = list(history.value)
+
+    def conv(n, a):  # a [b, 1, D]
+      histories[n] = _history.write(histories[n], a[:, 0], index)
+      return (_history.causal_dot(histories[n], filters[:, :, n], index)
+              + bias[:, n] * a[:, 0])[:, None]
+
+    y = hyena_recurrence(gates, v, filters, bias, self.form, keep, conv=conv)
+    history.value = jnp.stack(histories)
+    return y
