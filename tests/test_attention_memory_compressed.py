@@ -159,3 +159,24 @@ def test_errors_name_the_setting():
   q, k, v = qkv(6, length=4, kv_length=6)
   with pytest.raises(ValueError, match="self-attention only"):
     memory_compressed_attention(q, k, v, *kernels(3), block_size=2)
+
+
+# Incremental decoding (models/attention/decoding.py): token by token == the causal forward.
+
+@pytest.mark.parametrize("factor,block_size", [(3, 0), (3, 5), (2, 4), (1, 0)])
+def test_decoding_step_by_step_matches_the_causal_forward(factor, block_size):
+  """Windows complete at their last position; blocks restart the memory (block 5 is not a
+  multiple of the factor 3, L = 11 not a multiple of either); one kv head for four q heads."""
+  from tests.decode_steps import cache_shapes, mixer_steps, random_qkv_heads
+  q, k, v = random_qkv_heads(60, length=11, heads=4, kv_heads=1)
+  mixer = registry.build_mixer("memory_compressed", {"factor": factor, "block_size": block_size},
+                               causal=True)
+  params = mixer.init(jax.random.key(0), q, q, q)["params"]
+  noise = iter(jax.random.split(jax.random.key(1), 8))  # non-zero biases too
+  params = jax.tree_util.tree_map(lambda p: p + 0.3 * jax.random.normal(next(noise), p.shape),
+                                  params)
+  full, stepped, cache = mixer_steps(mixer, q, k, v, params=params)
+  np.testing.assert_allclose(stepped, full, atol=1e-4, rtol=1e-4)
+  block = block_size or 11
+  assert cache_shapes(cache)["slot_key"] == (2, -(-block // factor), 4, 8)
+  assert cache_shapes(cache)["window_key"] == (2, factor, 1, 8)

@@ -34,6 +34,14 @@ Deviations: the convolution acts on the projected keys and values (Figure 1) rat
 layer input before the key/value projections (tensor2tensor's `conv_elems_1d(x)`), which
 differ only by the order of two linear maps; a length that is not a multiple of `factor` is
 zero-padded up (tensor2tensor drops the incomplete last window: "valid" convolution).
+
+Incremental decoding (`decode=True`, registry kind "kv": the memory grows as L / f without
+blocks): a causal query sees only complete windows of its own block, so the cache holds the
+block's compressed slots `[b, ceil(B / f), h, d]` (B = block_size, or L without blocks), the
+raw keys/values of the window being filled `[b, f, kv_heads, d]` and the block's first
+position (the extra slot). A slot is compressed by the same convolution the step its window
+completes, the step it becomes visible ((j + 1) * f - 1 <= t); slots of an earlier block are
+overwritten before they can be seen.
 """
 from __future__ import annotations
 
@@ -41,7 +49,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from models.attention import blocking, masks
+from models.attention import blocking, decoding, kv_cache, masks
 from models.attention.registry import register
 
 
@@ -117,7 +125,7 @@ def memory_compressed_attention(q, k, v, key_kernel, value_kernel, key_bias=None
   return masks.zero_padded_queries(out.astype(q.dtype), q_mask)
 
 
-@register("memory_compressed", causal=True, cross=True, subquadratic=False)
+@register("memory_compressed", causal=True, cross=True, subquadratic=False, decode="kv")
 class MemoryCompressedAttention(nn.Module):
   """Softmax attention over keys/values compressed by a strided convolution (`factor`)."""
   factor: int = 3          # the paper's kernel size = stride 3 (sec. 4.2.4)
@@ -127,17 +135,24 @@ class MemoryCompressedAttention(nn.Module):
   dropout_rate: float = 0.0
 
   @nn.compact
-  def __call__(self, q, k, v, *, q_mask=None, kv_mask=None, deterministic=True, inputs_q=None):
+  def __call__(self, q, k, v, *, q_mask=None, kv_mask=None, deterministic=True, inputs_q=None,
+               decode=False):
     if self.factor < 1:
       raise ValueError(f"memory_compressed factor={self.factor} "
                        "(config.model.attention_kwargs); expected >= 1")
-    heads, depth = k.shape[2:]
+    heads, depth = q.shape[2], k.shape[3]  # k has q's heads but in decode mode (kv heads)
     shape = (self.factor, heads, depth, heads, depth)
     # A convolution's default: LeCun normal over fan_in = factor * channels.
     init = nn.initializers.lecun_normal(in_axis=(0, 1, 2), out_axis=(3, 4))
     kernels = [self.param(f"{which}_conv", init, shape) for which in ("key", "value")]
     biases = [self.param(f"{which}_conv_bias", nn.initializers.zeros, (heads, depth))
               if self.use_bias else None for which in ("key", "value")]
+    if decode:
+      stepping, index = decoding.decode_index(self)
+      if stepping:
+        return self._decode(q, k, v, index, kernels, biases)
+      self._cache(q, k, v)
+      k, v = decoding.repeat_kv(k, heads), decoding.repeat_kv(v, heads)
     rng = None
     if not deterministic and self.dropout_rate > 0.0:
       rng = self.make_rng("dropout")
@@ -145,3 +160,54 @@ class MemoryCompressedAttention(nn.Module):
         q, k, v, kernels[0], kernels[1], biases[0], biases[1], block_size=self.block_size,
         causal=self.causal, q_mask=q_mask, kv_mask=kv_mask, dropout_rate=self.dropout_rate,
         dropout_rng=rng, deterministic=deterministic)
+
+  def _cache(self, q, k, v):
+    """The decoding cache, sized by the init call's length L (module docstring)."""
+    b, length, heads, depth = q.shape
+    block = min(self.block_size, length) if self.block_size else length
+    slots = -(-block // self.factor)
+    compute = jnp.promote_types(q.dtype, jnp.float32)
+    variables = {
+        "block_length": (lambda: jnp.asarray(block, jnp.int32)),
+        "slot_key": (lambda: jnp.zeros((b, slots, heads, depth), q.dtype)),
+        "slot_value": (lambda: jnp.zeros((b, slots, heads, depth), compute)),
+        "window_key": (lambda: jnp.zeros((b, self.factor) + k.shape[2:], k.dtype)),
+        "window_value": (lambda: jnp.zeros((b, self.factor) + v.shape[2:], v.dtype))}
+    if self.factor > 1:
+      variables["first_key"] = lambda: jnp.zeros((b, 1) + k.shape[2:], k.dtype)
+      variables["first_value"] = lambda: jnp.zeros((b, 1) + v.shape[2:], v.dtype)
+    return {name: self.variable("cache", name, init) for name, init in variables.items()}
+
+  def _decode(self, q, k, v, index, kernels, biases):
+    """Token at position `index`: its block's complete compressed windows (and first slot)."""
+    decoding.check_one_token(q, "memory_compressed")
+    b, _, heads, depth = q.shape
+    f = self.factor
+    cache = self._cache(q, k, v)
+    s = index % cache["block_length"].value  # position inside the block
+    offset, slot = s % f, s // f
+    window = {}
+    for name, new in (("key", k), ("value", v)):
+      buffer = jax.lax.dynamic_update_slice(cache[f"window_{name}"].value, new, (0, offset, 0, 0))
+      cache[f"window_{name}"].value = window[name] = buffer
+      if f > 1:
+        cache[f"first_{name}"].value = jnp.where(s == 0, new, cache[f"first_{name}"].value)
+    complete = offset == f - 1  # the window's slot is visible from its last position on
+    ones = jnp.ones((b, 1, f), bool)
+    for name, kernel, bias in (("key", kernels[0], biases[0]), ("value", kernels[1], biases[1])):
+      x = decoding.repeat_kv(window[name], heads)[:, None]         # [b, 1, f, h, d]
+      compressed, _ = compress(x, ones, kernel, bias, f)          # [b, 1, 1, h, d]
+      var = cache[f"slot_{name}"]
+      updated = jax.lax.dynamic_update_slice(
+          var.value, compressed[:, 0].astype(var.value.dtype), (0, slot, 0, 0))
+      var.value = jnp.where(complete, updated, var.value)
+    slots = cache["slot_key"].value.shape[1]
+    keys, values = cache["slot_key"].value, cache["slot_value"].value
+    allowed = (jnp.arange(slots) + 1) * f - 1 <= s
+    if f > 1:  # the block's first position, seen by every query of the block
+      first_k = decoding.repeat_kv(cache["first_key"].value, heads).astype(keys.dtype)
+      first_v = decoding.repeat_kv(cache["first_value"].value, heads).astype(values.dtype)
+      keys = jnp.concatenate([first_k, keys], axis=1)
+      values = jnp.concatenate([first_v, values], axis=1)
+      allowed = jnp.concatenate([jnp.ones((1,), bool), allowed])
+    return kv_cache.attend_one(q, keys, values, allowed[None, None])
