@@ -129,3 +129,11 @@ def test_memory_grows_as_length_to_the_one_and_a_half():
   fold = {"shape": ()}
   ratio = compiled_memory("axial", 4096, kwargs=fold) / compiled_memory("axial", 1024, kwargs=fold)
   assert ratio <= 10.0, ratio   # 4^1.5 = 8 for the near-square fold; exact attention: 16
+
+
+def test_decoding_is_refused_with_the_reason():
+  """No incremental decoding: building a decoder fails and says why (registry decode_caveat)."""
+  from models.attention import registry as _registry
+  assert not _registry.get("axial").decode
+  with pytest.raises(ValueError, match="cannot decode incrementally: .*(causal|not implemented)"):
+    _registry.check_decodes("axial")

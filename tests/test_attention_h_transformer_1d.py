@@ -138,3 +138,11 @@ def test_bfloat16_keeps_its_dtype_and_stays_close():
   low = run(*(t.astype(jax.numpy.bfloat16) for t in (q, k, v)))
   assert low.dtype == jax.numpy.bfloat16
   np.testing.assert_allclose(np.asarray(low, np.float32), run(q, k, v), atol=5e-2)
+
+
+def test_decoding_is_refused_with_the_reason():
+  """No incremental decoding: building a decoder fails and says why (registry decode_caveat)."""
+  from models.attention import registry as _registry
+  assert not _registry.get("h_transformer_1d").decode
+  with pytest.raises(ValueError, match="cannot decode incrementally: .*(causal|not implemented)"):
+    _registry.check_decodes("h_transformer_1d")

@@ -199,3 +199,11 @@ def test_causal_reformer_is_flagged_approximately_causal_and_warns():
   with warnings.catch_warnings():
     warnings.simplefilter("error")
     registry.build_mixer("reformer", {}, causal=False)  # bidirectional: nothing to warn
+
+
+def test_decoding_is_refused_with_the_reason():
+  """No incremental decoding: building a decoder fails and says why (registry decode_caveat)."""
+  from models.attention import registry as _registry
+  assert not _registry.get("reformer").decode
+  with pytest.raises(ValueError, match="cannot decode incrementally: .*(causal|not implemented)"):
+    _registry.check_decodes("reformer")

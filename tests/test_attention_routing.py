@@ -158,3 +158,11 @@ def test_causal_needs_equal_lengths_and_settings_are_checked():
     mixer.init(jax.random.key(0), q, k[:, :8], v[:, :8])
   with pytest.raises(ValueError, match="num_clusters=0"):
     registry.build_mixer("routing", {"num_clusters": 0}).init(jax.random.key(0), q, k, v)
+
+
+def test_decoding_is_refused_with_the_reason():
+  """No incremental decoding: building a decoder fails and says why (registry decode_caveat)."""
+  from models.attention import registry as _registry
+  assert not _registry.get("routing").decode
+  with pytest.raises(ValueError, match="cannot decode incrementally: .*(causal|not implemented)"):
+    _registry.check_decodes("routing")

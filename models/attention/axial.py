@@ -112,7 +112,10 @@ def axial_attention(q, k, v, *, shape=(), causal=False, q_mask=None, kv_mask=Non
   return masks.zero_padded_queries(out.astype(q.dtype), q_mask)
 
 
-@register("axial", causal=True, cross=False)
+@register("axial", causal=True, cross=False,
+          decode_caveat="not implemented: the causal form reads each earlier row through its "
+          "full, unmasked row attention (the outer decoder), so a step would need the cached "
+          "queries, keys and values and each completed row's row outputs; exact in principle")
 class AxialAttention(nn.Module):
   """Row then column attention on a raster grid (`shape` = (rows, cols), or () to fold 1-D)."""
   shape: tuple[int, ...] = ()

@@ -163,7 +163,11 @@ def h_attention(q, k, v, *, block_size=16, causal=False, q_mask=None, kv_mask=No
   return masks.zero_padded_queries(out[:, :length].astype(out_dtype), q_mask)
 
 
-@register("h_transformer_1d", causal=True, cross=False)
+@register("h_transformer_1d", causal=True, cross=False,
+          decode_caveat="not implemented: at each level l a causal query is the first query of "
+          "its 2^l-token group and reads coarse averages of whole earlier blocks, so a step needs "
+          "per-level coarse key/value caches and the levels' running-max combination (sec. 5-6); "
+          "exact in principle")
 class HTransformer1DAttention(nn.Module):
   """Hierarchical attention; `block_size` is the paper's Nr (16)."""
   block_size: int = 16

@@ -157,7 +157,10 @@ def lsh_attention(q, v, *, q_mask=None, kv_mask=None, n_buckets=10, n_hashes=1, 
 
 @register("reformer", causal=True, cross=False, causal_exact=False,
           causal_caveat="LSH chunk boundaries depend on the hashes of future tokens, so "
-          "changing the future moves earlier outputs (Kitaev et al. 2020, sec. 2)")
+          "changing the future moves earlier outputs (Kitaev et al. 2020, sec. 2)",
+          decode_caveat="its causal form is only approximately causal (the sort by LSH bucket "
+          "and the chunk boundaries depend on future tokens' hashes), so no token-by-token "
+          "computation reproduces it (Kitaev et al. 2020, sec. 2)")
 class ReformerAttention(nn.Module):
   """LSH attention over shared query/keys (the `k` given by the projection base is unused).
   Rotations: redrawn every training call from the "dropout" rng when `redraw`, otherwise

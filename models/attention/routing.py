@@ -157,7 +157,10 @@ def _window(length: int, num_clusters: int, window: int) -> int:
 @register("routing", causal=True, cross=True, causal_exact=False,
           causal_caveat="each cluster takes the `window` tokens nearest its centroid among all "
           "tokens, future ones included, so changing the future can move which past keys a "
-          "query sees (Roy et al. 2021, sec. 4)", batch_stats=True)
+          "query sees (Roy et al. 2021, sec. 4)", batch_stats=True,
+          decode_caveat="its causal form is only approximately causal (each cluster's members "
+          "are the `window` tokens nearest its centroid among all tokens, future ones "
+          "included), so no token-by-token computation reproduces it (Roy et al. 2021, sec. 4)")
 class RoutingAttention(nn.Module):
   """Online k-means routing attention; centroids in the "batch_stats" collection."""
   num_clusters: int = 32   # k; the paper takes k ~ sqrt(L) (sec. 4): the configs set it per task
