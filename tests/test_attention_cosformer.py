@@ -1,9 +1,14 @@
 """cosFormer: both linear forms equal the dense O(L^2) formula of eq. 9 (M = each example's real
-length), padding is invisible, and the cos re-weighting decays with distance."""
+length, or the fixed max_len in the causal form), padding is invisible, the cos re-weighting
+decays with distance, and incremental decoding equals the causal forward."""
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from models.attention import registry
 from models.attention.cosformer import cosformer_attention
+from tests import state_decoding
 
 HEADS, DIM = 2, 8
 
@@ -16,12 +21,13 @@ def qkv(seed, length=16, batch=2, kv_length=None):
       np.float32)
 
 
-def dense_eq9(q, k, v, q_valid, k_valid, causal, eps=1e-6):
-  """s_ij = ReLU(q_i).ReLU(k_j) cos(pi/2 (i - j) / M) over the real tokens of each example."""
+def dense_eq9(q, k, v, q_valid, k_valid, causal, eps=1e-6, fixed_m=None):
+  """s_ij = ReLU(q_i).ReLU(k_j) cos(pi/2 (i - j) / M) over the real tokens of each example;
+  M = the longer real length, or `fixed_m`."""
   out = np.zeros_like(q)
   for b in range(q.shape[0]):
     lq, lk = q_valid[b], k_valid[b]
-    m = max(lq, lk)
+    m = fixed_m or max(lq, lk)
     i, j = np.arange(1, lq + 1)[:, None], np.arange(1, lk + 1)[None, :]
     s = np.einsum("ihd,jhd->hij", np.maximum(q[b, :lq], 0), np.maximum(k[b, :lk], 0))
     s = s * np.cos(0.5 * np.pi * (i - j) / m)
@@ -74,3 +80,52 @@ def test_reweighting_decays_with_distance():
     np.testing.assert_allclose(weights[i], profile / profile.sum(), atol=1e-6)
     # Strictly smaller the farther the key, on both sides of the query.
     assert np.all(np.diff(weights[i, i:]) < 0) and np.all(np.diff(weights[i, :i + 1]) > 0)
+
+
+def test_causal_form_with_max_len_is_eq_9_with_m_fixed_and_ignores_what_follows():
+  q, k, v = qkv(3)
+  valid = [16, 11]
+  mask = np.arange(16)[None, :] < np.array(valid)[:, None]
+  out = cosformer_attention(q, k, v, q_mask=mask, kv_mask=mask, causal=True, chunk_size=5,
+                            max_len=20)
+  np.testing.assert_allclose(out, dense_eq9(q, k, v, valid, valid, True, fixed_m=20),
+                             atol=1e-5, rtol=1e-4)
+  # M no longer depends on the length: a prefix's outputs are the first outputs of the whole
+  prefix = cosformer_attention(q[:, :7], k[:, :7], v[:, :7], causal=True, max_len=20)
+  np.testing.assert_allclose(prefix, out[:, :7], atol=1e-5, rtol=1e-5)
+  # The bidirectional form keeps M = the real length whatever max_len says.
+  np.testing.assert_allclose(
+      cosformer_attention(q, k, v, q_mask=mask, kv_mask=mask, max_len=20),
+      dense_eq9(q, k, v, valid, valid, False), atol=1e-5, rtol=1e-4)
+  with pytest.raises(ValueError, match="max_len=8"):
+    cosformer_attention(q, k, v, causal=True, max_len=8)
+
+
+@pytest.mark.parametrize("max_len", [None, 20])
+def test_decoding_step_by_step_equals_the_causal_forward_with_a_constant_state(max_len):
+  mixer = registry.build_mixer("cosformer", {"chunk_size": 5}, causal=True, max_len=max_len)
+  q, k, v = state_decoding.qkv(0, 13, heads=4, kv_heads=2)
+  full, stepped, cache = state_decoding.mixer_decode(mixer, q, k, v)
+  np.testing.assert_allclose(stepped, full, atol=1e-4, rtol=1e-4)
+  shapes = state_decoding.cache_shapes(cache)
+  # the cos- and sin-weighted sums side by side: 2d features
+  assert shapes == {"index": ((), "int32"), "state": ((2, 2, 16, 8), "float32"),
+                    "normaliser": ((2, 2, 16), "float32"), "m": ((), "float32")}
+  assert float(cache["m"]) == (max_len or 13)
+  longer = mixer.init(jax.random.key(0), *state_decoding.qkv(1, 17, heads=4, kv_heads=2),
+                      decode=True)["cache"]
+  assert state_decoding.cache_shapes(longer) == shapes
+
+
+def test_decoding_through_the_base_with_rope_and_grouped_heads():
+  full, stepped, _ = state_decoding.attention_decode("cosformer", {}, 11)
+  np.testing.assert_allclose(stepped, full, atol=1e-4, rtol=1e-4)
+
+
+def test_decoding_in_bfloat16_keeps_the_dtype_and_a_float32_state():
+  mixer = registry.build_mixer("cosformer", {}, causal=True, max_len=12)
+  q, k, v = (x.astype(jnp.bfloat16) for x in state_decoding.qkv(2, 9))
+  full, stepped, cache = state_decoding.mixer_decode(mixer, q, k, v)
+  assert stepped.dtype == jnp.bfloat16 and bool(jnp.all(jnp.isfinite(stepped)))
+  assert cache["state"].dtype == jnp.float32
+  np.testing.assert_allclose(np.float32(stepped), np.float32(full), atol=5e-2, rtol=5e-2)

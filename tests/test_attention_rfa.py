@@ -142,3 +142,43 @@ def test_module_redraws_in_training_learns_sigma_and_reads_the_gate_from_inputs_
   assert np.abs(np.asarray(train_a - train_b)).max() > 1e-3
   assert np.abs(np.asarray(grads["sigma"])).max() > 0
   assert np.abs(np.asarray(grads["gate"]["kernel"])).max() > 0
+
+
+# Incremental decoding (decode="state"): the recurrence of eq. 6 / eq. 7, one token at a time.
+from tests import state_decoding  # noqa: E402  pylint: disable=wrong-import-position
+
+
+@pytest.mark.parametrize("kwargs", [{"gating": True}, {"feature_map": "arccos"},
+                                    {"orthogonal": True, "learn_sigma": False}])
+def test_decoding_step_by_step_equals_the_causal_forward_with_a_constant_state(kwargs):
+  mixer = registry.build_mixer("rfa", {"num_features": 8, "chunk_size": 5, **kwargs},
+                               causal=True)
+  q, k, v = state_decoding.qkv(0, 13, heads=4, kv_heads=2)
+  x = np.random.default_rng(1).standard_normal((2, 13, 12)).astype(np.float32)
+  full, stepped, cache = state_decoding.mixer_decode(mixer, q, k, v, inputs_q=x)
+  np.testing.assert_allclose(stepped, full, atol=1e-4, rtol=1e-4)
+  width = 8 if kwargs.get("feature_map") == "arccos" else 16
+  shapes = state_decoding.cache_shapes(cache)
+  # one random matrix, so one state, per query head
+  assert shapes == {"index": ((), "int32"), "state": ((2, 4, width, 8), "float32"),
+                    "normaliser": ((2, 4, width), "float32"),
+                    "projection": ((4, 8, 8), "float32")}
+  longer = mixer.init(jax.random.key(0), *state_decoding.qkv(1, 29, heads=4, kv_heads=2),
+                      inputs_q=np.zeros((2, 29, 12), np.float32), decode=True)["cache"]
+  assert state_decoding.cache_shapes(longer) == shapes
+
+
+def test_decoding_through_the_base_with_rope_and_grouped_heads():
+  full, stepped, _ = state_decoding.attention_decode("rfa", {"num_features": 8,
+                                                              "gating": True}, 11)
+  np.testing.assert_allclose(stepped, full, atol=1e-4, rtol=1e-4)
+
+
+def test_decoding_in_bfloat16_keeps_the_dtype_and_a_float32_state():
+  mixer = registry.build_mixer("rfa", {"num_features": 8, "gating": True}, causal=True)
+  q, k, v = (x.astype(jnp.bfloat16) for x in state_decoding.qkv(2, 9))
+  x = jnp.asarray(np.random.default_rng(3).standard_normal((2, 9, 12)), jnp.bfloat16)
+  full, stepped, cache = state_decoding.mixer_decode(mixer, q, k, v, inputs_q=x)
+  assert stepped.dtype == jnp.bfloat16 and bool(jnp.all(jnp.isfinite(stepped)))
+  assert cache["state"].dtype == jnp.float32
+  np.testing.assert_allclose(np.float32(stepped), np.float32(full), atol=5e-2, rtol=5e-2)

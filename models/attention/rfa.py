@@ -32,6 +32,14 @@ guard assumes positive features.)
 Denominator: sin/cos features make phi(q) . z indefinite in sign. As the authors' reference
 (masked) implementation, |denominator| is clamped below at `eps` (1e-3). No attention weights
 exist, so no attention dropout. Cross attention: the same formula over the context (non-causal).
+
+Incremental decoding (decode="state"): the recurrence itself (sec. 3.1, eq. 6; gated, eq. 7),
+S_t = g_t S_{t-1} + (1 - g_t) phi(k_t) v_t^T and z_t likewise (g_t = 1 and no (1 - g_t)
+ungated), one token at a time with S, z in the "cache" collection: float32 `[b, heads, D', d]`
+and `[b, heads, D']` (D' = 2D for the Gaussian map), whatever the length. The random matrices
+are the evaluation draw of the layer (drawn once into the cache), as the deterministic forward.
+The state has the query heads: each head has its own random matrix, so a key/value head shared
+by several query heads (num_kv_heads) has a different feature map, and state, for each.
 """
 from __future__ import annotations
 
@@ -43,7 +51,7 @@ import jax
 import jax.numpy as jnp
 from einops import rearrange
 
-from models.attention import masks, performer
+from models.attention import decoding, masks, performer
 from models.attention.feature_maps import LOG_ZERO
 from models.attention.registry import register
 
@@ -159,7 +167,7 @@ def draw_projection(key, heads, num_features, dim, orthogonal):
   return jax.vmap(lambda k: performer.random_features(k, num_features, dim))(keys)
 
 
-@register("rfa", causal=True, cross=True)
+@register("rfa", causal=True, cross=True, decode="state")
 class RandomFeatureAttention(nn.Module):
   """RFA mixer; `gating` (causal only) reads the layer input `inputs_q`."""
   causal: bool = False
@@ -187,15 +195,15 @@ class RandomFeatureAttention(nn.Module):
                        "3.1); build it causally (config.model.causal) or set gating=False")
 
   @nn.compact
-  def __call__(self, q, k, v, *, q_mask=None, kv_mask=None, deterministic=True, inputs_q=None):
+  def __call__(self, q, k, v, *, q_mask=None, kv_mask=None, deterministic=True, inputs_q=None,
+               decode=False):
     heads, dim = q.shape[2], q.shape[3]
-    if self.redraw and not deterministic:
-      key = self.make_rng("dropout")
+    if decode:   # the evaluation draw, held in the cache
+      draw = self.variable("cache", "projection",
+                           lambda: self._draw(heads, dim, deterministic=True)).value
     else:
-      path = "/".join(str(part) for part in self.scope.path)
-      key = jax.random.fold_in(jax.random.key(self.seed), zlib.crc32(path.encode()) & 0x7FFFFFFF)
-    projection = jax.lax.stop_gradient(
-        draw_projection(key, heads, self.num_features, dim, self.orthogonal))
+      draw = self._draw(heads, dim, deterministic)
+    projection = jax.lax.stop_gradient(draw)
     if self.learn_sigma:
       sigma = self.param("sigma", nn.initializers.ones, (heads, 1, dim))
       projection = projection * sigma
@@ -204,6 +212,47 @@ class RandomFeatureAttention(nn.Module):
       if inputs_q is None:
         raise ValueError("rfa gating needs the layer input (inputs_q)")
       gate_logits = nn.Dense(heads, name="gate", dtype=jnp.float32)(inputs_q)   # w_g . x + b_g
+    if decode:
+      return self._decode(q, k, v, projection, gate_logits)
     return rfa_attention(q, k, v, projection, gate_logits=gate_logits, q_mask=q_mask,
                          kv_mask=kv_mask, causal=self.causal, feature_map=self.feature_map,
                          eps=self.eps, chunk_size=self.chunk_size)
+
+  def _draw(self, heads, dim, deterministic):
+    if self.redraw and not deterministic:
+      key = self.make_rng("dropout")
+    else:
+      path = "/".join(str(part) for part in self.scope.path)
+      key = jax.random.fold_in(jax.random.key(self.seed), zlib.crc32(path.encode()) & 0x7FFFFFFF)
+    return draw_projection(key, heads, self.num_features, dim, self.orthogonal)
+
+  def _decode(self, q, k, v, projection, gate_logits):
+    """Incremental decoding (decoding.py): eq. 6 / eq. 7 one token at a time."""
+    if not self.causal:
+      raise ValueError("rfa decode=True needs the causal form")
+    stepping, _ = decoding.decode_index(self)
+    b, _, heads, _ = q.shape
+    k, v = decoding.repeat_kv(k, heads), decoding.repeat_kv(v, heads)
+    width = projection.shape[1] * (2 if self.feature_map == "gaussian" else 1)
+    zeros = lambda *shape: (lambda: jnp.zeros(shape, jnp.float32))
+    state = self.variable("cache", "state", zeros(b, heads, width, v.shape[-1]))
+    normaliser = self.variable("cache", "normaliser", zeros(b, heads, width))
+    if not stepping:   # the cache-creating call: the causal full forward
+      return rfa_attention(q, k, v, projection, gate_logits=gate_logits, causal=True,
+                           feature_map=self.feature_map, eps=self.eps,
+                           chunk_size=self.chunk_size)
+    decoding.check_one_token(q, "attention 'rfa'")
+    q32, k32, v32, projection = (t.astype(jnp.float32) for t in (q, k, v, projection))
+    phi_q, phi_k = (random_features(x, projection, self.feature_map)[:, 0] for x in (q32, k32))
+    kv = jnp.einsum("bhm,bhd->bhmd", phi_k, v32[:, 0])
+    if gate_logits is None:   # eq. 6: S_t = S_{t-1} + phi(k_t) v_t^T
+      new_state, new_normaliser = state.value + kv, normaliser.value + phi_k
+    else:                     # eq. 7: S_t = g_t S_{t-1} + (1 - g_t) phi(k_t) v_t^T
+      logits = gate_logits[:, 0].astype(jnp.float32)          # [b, heads]
+      g, one_minus_g = jax.nn.sigmoid(logits), jax.nn.sigmoid(-logits)
+      new_state = g[..., None, None] * state.value + one_minus_g[..., None, None] * kv
+      new_normaliser = g[..., None] * normaliser.value + one_minus_g[..., None] * phi_k
+    state.value, normaliser.value = new_state, new_normaliser
+    numerator = jnp.einsum("bhm,bhmd->bhd", phi_q, new_state)
+    denominator = guard(jnp.einsum("bhm,bhm->bh", phi_q, new_normaliser), self.eps)
+    return (numerator / denominator[..., None])[:, None].astype(v.dtype)
