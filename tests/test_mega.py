@@ -310,3 +310,42 @@ def test_bfloat16_and_longer_than_table():
   longer = np.concatenate([x, x], axis=1)
   with pytest.raises(ValueError, match="max_len or chunk_size"):
     apply(params, longer, None)
+
+
+# Incremental decoding (decode="window"): models/attention/decoding.py's protocol. 13 tokens in
+# chunks of 6: the chunk cache wraps twice and the last chunk is partial.
+DECODE_CASES = [dict(chunk_size=6, attention_activation="softmax"),
+                dict(chunk_size=6, attention_activation="relu2", truncation=4),
+                dict(chunk_size=0, attention_activation="laplace", truncation=20)]
+
+
+@pytest.mark.parametrize("case", DECODE_CASES, ids=["chunk6-softmax", "chunk6-relu2-trunc4",
+                                                    "full-laplace-trunc20"])
+def test_decoding_step_by_step_equals_the_causal_forward(case):
+  from tests.sequence_decoding import assert_decodes
+  mixer = build(causal=True, **case)
+  x = inputs(5)[0][:, :13]
+  params, _ = init_apply(mixer, x, None)
+  assert_decodes(mixer, params, x)
+
+
+def test_decoding_full_attention_table_sized_by_the_cache_length():
+  """chunk_size=0 and no max_len: the position table is sized by the length at the cache's
+  creation, which the one-token steps read back from the cache."""
+  from tests.sequence_decoding import assert_decodes
+  mixer = registry.build_mixer("mega", {**SMALL, "chunk_size": 0}, causal=True)
+  x = inputs(6)[0][:, :9]
+  params, _ = init_apply(mixer, x, None)
+  assert_decodes(mixer, params, x)
+
+
+def test_decoding_cache_is_bounded_by_the_chunk():
+  from tests.sequence_decoding import cache_shapes
+  mixer = build(causal=True, chunk_size=6, truncation=4)
+  params, _ = init_apply(mixer, inputs()[0], None)
+  short, long = (cache_shapes(mixer, params, FEATURES, n) for n in (8, 16))
+  assert short == long
+  assert short["['chunk_keys']"] == (2, 6, SMALL["z_dim"])
+  assert short["['chunk_values']"] == (2, 6, SMALL["hidden_dim"])
+  assert short["['ema_state']"] == (2, FEATURES, SMALL["ndim"])
+  assert short["['ema_inputs']"] == (2, 4, FEATURES)

@@ -29,6 +29,14 @@ norm(Y) exactly as the authors' layer. With pre-norm the mixer sees norm(X) and 
 phi * (H - norm(X)), so the block gives X + phi * (H - norm(X)), where the authors' layer
 gives X + phi * (H - X) (it gates the raw residual, which a mixer cannot see).
 
+Incremental decoding (decode="window", the causal form): the EMA is a recurrence (eq. 3), so
+its cache is the state h `[b, d, ndim]` (with a truncation T also the last T inputs, for
+h_t = q h_{t-1} + p beta (u_t - q^T u_{t-T})); the attention is causal within chunks, so the cache
+holds the current chunk's keys, values and key mask (`[b, c, ...]`, c = min(chunk_size, L)),
+the slot of token t is t mod c, and a new chunk's token sees only the slots up to its own.
+Bounded by chunk_size; with chunk_size=0 (full attention) the chunk is the whole L and the
+cache grows with it, as a KV cache.
+
 Dropout: `dropout_rate` (the context field, config.model.attention_dropout_rate) drops
 attention weights; `hidden_dropout_rate` is the code's `dropout` on X' (the EMA output). The
 code's second use of that rate, on H before the gate, is the block's residual dropout here.
@@ -42,6 +50,7 @@ import jax
 import jax.numpy as jnp
 from jax.scipy.special import erf
 
+from models.attention import _history, decoding
 from models.attention.registry import register
 from models.attention.s4d import fft_conv  # causal: no backward kernel
 
@@ -120,6 +129,22 @@ def laplace(x, mu=0.707107, sigma=0.282095):
   return 0.5 * (1.0 + erf((x - mu) / (sigma * math.sqrt(2.0))))
 
 
+def attention_weights(scores, valid, bias, z_dim: int, activation: str):
+  """Weights over the last (key) axis from scores Q K^T, the keys' validity and the relative
+  bias: softmax(scores / sqrt(z) + bias), or laplace / relu^2 of scores / (keys seen) + bias
+  (element_attention); zero at invalid keys."""
+  if activation == "softmax":
+    scores = scores * z_dim ** -0.5 + bias
+    scores = jnp.where(valid, scores, -jnp.inf)
+    any_valid = valid.any(-1, keepdims=True)
+    weights = jax.nn.softmax(jnp.where(any_valid, scores, 0.0), axis=-1)
+    return jnp.where(valid, weights, 0.0)
+  seen = jnp.maximum(valid.sum(-1, keepdims=True), 1).astype(scores.dtype)
+  scores = scores / seen + bias
+  weights = laplace(scores) if activation == "laplace" else jnp.square(jax.nn.relu(scores))
+  return jnp.where(valid, weights, 0.0)
+
+
 def chunked_attention(q, k, v, key_mask, bias_table, *, chunk_size, activation, causal,
                       dropout=None):
   """Single-head attention within non-overlapping chunks (Mega-chunk, sec. 3.5).
@@ -138,25 +163,15 @@ def chunked_attention(q, k, v, key_mask, bias_table, *, chunk_size, activation, 
   valid = jnp.broadcast_to(mask_c[:, :, None, :], scores.shape)
   if causal:
     valid = valid & jnp.tril(jnp.ones((chunk, chunk), bool))
-  bias = relative_bias(bias_table, chunk)
-  if activation == "softmax":
-    scores = scores * q.shape[-1] ** -0.5 + bias
-    scores = jnp.where(valid, scores, -jnp.inf)
-    any_valid = valid.any(-1, keepdims=True)
-    weights = jax.nn.softmax(jnp.where(any_valid, scores, 0.0), axis=-1)
-    weights = jnp.where(valid, weights, 0.0)
-  else:  # element-wise attention: scores / (number of keys seen) + bias (element_attention)
-    seen = jnp.maximum(valid.sum(-1, keepdims=True), 1).astype(scores.dtype)
-    scores = scores / seen + bias
-    weights = laplace(scores) if activation == "laplace" else jnp.square(jax.nn.relu(scores))
-    weights = jnp.where(valid, weights, 0.0)
+  weights = attention_weights(scores, valid, relative_bias(bias_table, chunk), q.shape[-1],
+                              activation)
   if dropout is not None:
     weights = dropout(weights)
   out = jnp.einsum("bnqk,bnkh->bnqh", weights, v_c)
   return out.reshape(batch, num_chunks * chunk, -1)[:, :length]
 
 
-@register("mega", causal=True, cross=False, kind="sequence")
+@register("mega", causal=True, cross=False, kind="sequence", decode="window")
 class Mega(nn.Module):
   """The MEGA layer as a sequence mixer; returns phi * (H - X) (see the module docstring)."""
   z_dim: int = 64            # shared representation Z (mega_lra_* archs: 64; 96 cifar; 32 pf128)
@@ -187,8 +202,10 @@ class Mega(nn.Module):
         raise ValueError(f"mega {field}={getattr(self, field)}; expected >= 1")
 
   @nn.compact
-  def __call__(self, x, mask=None, deterministic=True):
+  def __call__(self, x, mask=None, deterministic=True, decode=False):
     self._check()
+    if decode and not self.causal:
+      raise ValueError("mega: decode=True needs the causal form; build it with causal=True")
     batch, length, d = x.shape
     if mask is None:
       mask = jnp.ones((batch, length), bool)
@@ -209,6 +226,26 @@ class Mega(nn.Module):
 
     dense = lambda features, name: nn.Dense(features, kernel_init=PROJECTION_INIT,
                                             bias_init=nn.initializers.zeros, name=name)
+    qk_gamma = self.param("qk_gamma", normal(0.02), (2, self.z_dim))
+    qk_beta = self.param("qk_beta", nn.initializers.zeros, (2, self.z_dim))
+    if decode:
+      chunk = length if self.chunk_size <= 0 or self.chunk_size >= length else self.chunk_size
+      cache = lambda name, shape, dtype=jnp.float32: self.variable("cache", name, jnp.zeros,
+                                                                   shape, dtype)
+      caches = {"ema_state": cache("ema_state", (batch, d, n)),
+                "keys": cache("chunk_keys", (batch, chunk, self.z_dim)),
+                "values": cache("chunk_values", (batch, chunk, self.hidden_dim)),
+                "key_mask": cache("chunk_mask", (batch, chunk), bool)}
+      if self.truncation:
+        caches["ema_inputs"] = cache("ema_inputs", (batch, self.truncation, d))
+      stepping, index = decoding.decode_index(self)
+      if stepping:
+        decoding.check_one_token(x, "mega")
+        # The position table is the full forward's (chunk_size=0: sized by the cache's L).
+        positions = self.chunk_size or self.max_len or caches["keys"].value.shape[1]
+        table = self.param("rel_pos_bias", normal(0.02), (2 * positions - 1,))
+        return self._decode(x32, mask, caches, index, (delta, alpha, beta, gamma, omega),
+                            (qk_gamma, qk_beta), table, dense).astype(x.dtype)
     v = jax.nn.silu(dense(self.hidden_dim, "v_proj")(x32))                       # eq. 10
     # Causal: the recurrence, exactly causal; otherwise the FFT at 2L (the code's form).
     mx = jax.nn.silu(ema(x32, delta, alpha, beta, gamma, bidirectional=self.bidirectional,
@@ -218,8 +255,6 @@ class Mega(nn.Module):
     u, zr, hx = jnp.split(base, [d, d + self.z_dim + self.hidden_dim], axis=-1)
     u = jax.nn.sigmoid(u)                                                         # eq. 15
     z, r = jnp.split(jax.nn.silu(zr), [self.z_dim], axis=-1)                      # eqs. 7, 14
-    qk_gamma = self.param("qk_gamma", normal(0.02), (2, self.z_dim))
-    qk_beta = self.param("qk_beta", nn.initializers.zeros, (2, self.z_dim))
     q = z * qk_gamma[0] + qk_beta[0]                                              # eqs. 8, 9
     k = z * qk_gamma[1] + qk_beta[1]
 
@@ -236,3 +271,45 @@ class Mega(nn.Module):
                                  dropout=drop)
     h = jax.nn.silu(hx + dense(d, "h_proj")(attended * r))                        # eq. 17
     return (u * (h - x32)).astype(x.dtype)                                        # eq. 18 - X
+
+  def _decode(self, x32, mask, caches, index, ema_params, qk, table, dense):
+    """One token x32 `[b, 1, d]` (float32, padding zeroed) at position `index`: __call__'s steps
+    with the EMA as its recurrence and attention over the current chunk's cached keys."""
+    delta, alpha, beta, gamma, omega = ema_params
+    d = x32.shape[-1]
+    x_t = x32[:, 0]
+    v = jax.nn.silu(dense(self.hidden_dim, "v_proj")(x_t))                      # eq. 10
+    p, q = ema_coefficients(delta, alpha)                                       # [d, n]
+    drive = x_t[..., None]
+    if self.truncation:  # h_t = q h_{t-1} + p beta (u_t - q^T u_{t-T}) (truncated kernel)
+      window = caches["ema_inputs"]
+      drive = drive - q ** self.truncation * window.value[:, 0, :, None]
+      window.value = _history.push_window(window.value, x_t)
+    state = q * caches["ema_state"].value + p * beta * drive                    # eq. 3
+    caches["ema_state"].value = state
+    ema_t = jnp.einsum("bdn,dn->bd", state, gamma * math.sqrt(1.0 / delta.shape[-1]))
+    mx = jax.nn.silu(ema_t + omega * x_t)
+    base = dense(d + self.z_dim + self.hidden_dim + d, "mx_proj")(mx)
+    u, zr, hx = jnp.split(base, [d, d + self.z_dim + self.hidden_dim], axis=-1)
+    u = jax.nn.sigmoid(u)                                                       # eq. 15
+    z, r = jnp.split(jax.nn.silu(zr), [self.z_dim], axis=-1)                    # eqs. 7, 14
+    qk_gamma, qk_beta = qk
+    query = z * qk_gamma[0] + qk_beta[0]                                        # eqs. 8, 9
+    key = z * qk_gamma[1] + qk_beta[1]
+    # Mega-chunk (sec. 3.5): token t sits at slot t mod c of its chunk and sees slots <= it.
+    chunk = caches["keys"].value.shape[1]
+    slot = index % chunk
+    put = lambda name, value: caches[name].value.at[:, slot].set(value)
+    caches["keys"].value = put("keys", key)
+    caches["values"].value = put("values", v)
+    real = jnp.ones(x_t.shape[:1], bool) if mask is None else mask[:, 0]
+    caches["key_mask"].value = put("key_mask", real)
+    slots = jnp.arange(chunk)
+    valid = caches["key_mask"].value & (slots <= slot)[None]
+    scores = jnp.einsum("bz,bcz->bc", query, caches["keys"].value)
+    positions = (table.shape[0] + 1) // 2
+    bias = table[positions - 1 + slots - slot]                  # relative_bias's row `slot`
+    weights = attention_weights(scores, valid, bias, self.z_dim, self.attention_activation)
+    attended = jnp.einsum("bc,bch->bh", weights, caches["values"].value)
+    h = jax.nn.silu(hx + dense(d, "h_proj")(attended * r))                      # eq. 17
+    return (u * (h - x_t))[:, None]                                             # eq. 18 - X
