@@ -106,3 +106,21 @@ def test_bad_settings_are_clear_errors():
         jax.random.key(0), q, k, v)
   with pytest.raises(ValueError, match="cross attention"):
     registry.build_mixer("sinkhorn", {}, cross=True, max_len=L)
+
+
+# Incremental decoding (models/attention/decoding.py): token by token == the causal forward.
+
+@pytest.mark.parametrize("block_size,max_len", [(3, 11), (4, 16)])
+def test_decoding_step_by_step_matches_the_causal_forward(block_size, max_len):
+  """L = 11: a partial last block; max_len 16 > L: the SortNet's leading columns."""
+  from tests.decode_steps import mixer_steps, random_qkv_heads
+  q, k, v = random_qkv_heads(70, length=11, heads=4, kv_heads=2)
+  mixer = registry.build_mixer("sinkhorn", {"block_size": block_size}, causal=True,
+                               max_len=max_len, kv_max_len=max_len)
+  params = mixer.init(jax.random.key(0), q, q, q)["params"]
+  noise = iter(jax.random.split(jax.random.key(1), 8))  # non-zero biases: a real sort
+  params = jax.tree_util.tree_map(lambda p: p + 0.5 * jax.random.normal(next(noise), p.shape),
+                                  params)
+  full, stepped, cache = mixer_steps(mixer, q, k, v, params=params)
+  np.testing.assert_allclose(stepped, full, atol=1e-4, rtol=1e-4)
+  assert cache["cached_key"].shape == (2, 11, 2, 8)

@@ -17,6 +17,13 @@ Padded keys are zeroed before sorting; a sorted slot's logit gets log(share of i
 comes from real tokens), which is 0 without padding and masks all-padding slots.
 Memory is O(L * block_size + nb^2); no [L, L] array. Defaults: block_size 50 (the LRA
 repository's), temperature 0.75, sinkhorn_iters 5.
+
+Incremental decoding (`decode=True`, registry kind "kv"): causally, block i's row of R comes
+from block i's first key alone, causal balancing makes row i of P depend on rows <= i only,
+and P_ij is zero unless j < i, so a token's sorted block needs only whole past blocks: the
+cache keeps every key/value `[b, L, kv_heads, d]` and each step reruns the (nb x nb) balancing
+on the cached first keys (rows of blocks not begun yet are computed from zeros but cannot
+reach row i) and attends to row i's sorted block plus its own block up to the token.
 """
 from __future__ import annotations
 
@@ -26,7 +33,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from models.attention import masks
+from models.attention import decoding, kv_cache, masks
 from models.attention.registry import register
 
 _MASKED = -1e9  # log-space stand-in for "not allowed" inside the Sinkhorn iterations
@@ -109,7 +116,7 @@ def block_summaries(k, kv_mask, block_size: int, causal: bool):
   return kb[:, :, 0] if causal else kb.sum(axis=2)
 
 
-@register("sinkhorn", causal=True, cross=False, needs_max_len=True)
+@register("sinkhorn", causal=True, cross=False, needs_max_len=True, decode="kv")
 class SinkhornAttention(nn.Module):
   """SortNet parameters + Gumbel noise rng; the maths is `sinkhorn_attention`."""
   block_size: int = 50
@@ -121,7 +128,14 @@ class SinkhornAttention(nn.Module):
   kv_max_len: int | None = None
 
   @nn.compact
-  def __call__(self, q, k, v, *, q_mask=None, kv_mask=None, deterministic=True, inputs_q=None):
+  def __call__(self, q, k, v, *, q_mask=None, kv_mask=None, deterministic=True, inputs_q=None,
+               decode=False):
+    if decode:
+      stepping, index = decoding.decode_index(self)
+      keys, values = kv_cache.full_cache(self, k, v, stepping, index)
+      if stepping:
+        return self._decode(q, keys, values, index)
+      k, v = decoding.repeat_kv(k, q.shape[2]), decoding.repeat_kv(v, q.shape[2])
     if q.shape[1] != k.shape[1]:
       raise ValueError("attention 'sinkhorn' is self-attention only: query length "
                        f"{q.shape[1]} != key length {k.shape[1]}")
@@ -132,12 +146,7 @@ class SinkhornAttention(nn.Module):
     max_len = self.kv_max_len or k.shape[1]
     if k.shape[1] > max_len:
       raise ValueError(f"sinkhorn: key length {k.shape[1]} exceeds max_len {max_len}")
-    max_blocks = -(-max_len // self.block_size)
-    nb = -(-k.shape[1] // self.block_size)
-    summary = block_summaries(k, kv_mask, self.block_size, self.causal)  # [b, n, h, d]
-    hidden = nn.relu(nn.Dense(k.shape[-1], dtype=q.dtype, name="sortnet_hidden")(summary))
-    logits = nn.Dense(max_blocks, dtype=q.dtype, name="sortnet_out")(hidden)[..., :nb]
-    logits = logits.transpose(0, 2, 1, 3)                                 # [b, h, n, n]
+    logits = self._sort_logits(q, k, kv_mask)                              # [b, h, n, n]
     if self.gumbel_noise and not deterministic:
       # Drawn flat: the same noise, compiled much faster on CPU (see masks.dropout_keep).
       noise = jax.random.gumbel(self.make_rng("dropout"), (math.prod(logits.shape),),
@@ -151,3 +160,50 @@ class SinkhornAttention(nn.Module):
                               temperature=self.temperature, causal=self.causal,
                               dropout_rate=self.dropout_rate, dropout_rng=rng,
                               deterministic=deterministic)
+
+  def _sort_logits(self, q, k, kv_mask):
+    """SortNet (sec. 3.2): block-to-block logits R `[b, h, nb, nb]` (row = target slot)."""
+    max_len = self.kv_max_len or k.shape[1]
+    max_blocks = -(-max_len // self.block_size)
+    nb = -(-k.shape[1] // self.block_size)
+    summary = block_summaries(k, kv_mask, self.block_size, self.causal)  # [b, n, h, d]
+    hidden = nn.relu(nn.Dense(k.shape[-1], dtype=q.dtype, name="sortnet_hidden")(summary))
+    logits = nn.Dense(max_blocks, dtype=q.dtype, name="sortnet_out")(hidden)[..., :nb]
+    return logits.transpose(0, 2, 1, 3)
+
+  def _decode(self, q, keys, values, index):
+    """Token at position `index` (block i, offset s): row i of the causal P over the cached
+    past blocks (the sorted block) and its own block up to s, one softmax (sec. 3.1, 3.4)."""
+    decoding.check_one_token(q, "sinkhorn")
+    batch, _, heads, depth = q.shape
+    length, size = keys.shape[1], self.block_size
+    nb = -(-length // size)
+    k_all, v_all = decoding.repeat_kv(keys, heads), decoding.repeat_kv(values, heads)
+    logits = self._sort_logits(q, k_all, None)
+    log_p = sinkhorn(logits, iters=self.sinkhorn_iters, temperature=self.temperature,
+                     causal=True)
+    block, offset = index // size, index % size
+    p = jnp.exp(jax.lax.dynamic_index_in_dim(log_p, block, axis=2, keepdims=False))  # [b,h,n]
+    pad = lambda x: jnp.pad(x, [(0, 0), (0, nb * size - length)] + [(0, 0)] * (x.ndim - 2))
+    kb, vb = (pad(t).reshape((batch, nb, size, heads, depth)) for t in (k_all, v_all))
+    valid = (jnp.arange(nb * size) < length).reshape(nb, size)
+    sorted_k = jnp.einsum("bhj,bjshd->bshd", p, kb)
+    sorted_v = jnp.einsum("bhj,bjshd->bshd", p, vb)
+    real_mass = jnp.einsum("bhj,js->bhs", p, valid.astype(p.dtype))
+    total_mass = p.sum(axis=-1)[..., None]
+    share = jnp.where(total_mass > 0, real_mass / jnp.where(total_mass > 0, total_mass, 1.0), 0.)
+    neg = masks.big_negative(q.dtype)
+    sorted_bias = jnp.where(share > 0, jnp.log(jnp.where(share > 0, share, 1.0)), neg)
+    scale = jnp.sqrt(depth).astype(q.dtype)
+    q0 = q[:, 0]
+    local_k = jax.lax.dynamic_index_in_dim(kb, block, axis=1, keepdims=False)  # [b, s, h, d]
+    local_v = jax.lax.dynamic_index_in_dim(vb, block, axis=1, keepdims=False)
+    sorted_logits = jnp.einsum("bhd,bshd->bhs", q0, sorted_k) / scale + sorted_bias
+    local_allowed = jax.lax.dynamic_index_in_dim(valid, block, axis=0, keepdims=False) & (
+        jnp.arange(size) <= offset)
+    local_logits = jnp.where(local_allowed, jnp.einsum("bhd,bshd->bhs", q0, local_k) / scale,
+                             neg)
+    weights = jax.nn.softmax(jnp.concatenate([sorted_logits, local_logits], axis=-1), axis=-1)
+    out = (jnp.einsum("bhs,bshd->bhd", weights[..., :size], sorted_v)
+           + jnp.einsum("bhs,bshd->bhd", weights[..., size:], local_v))
+    return out[:, None]
