@@ -115,3 +115,59 @@ def test_settings_are_checked():
     registry.build_mixer("aft", {}).init(jax.random.key(0), q, k, v)
   with pytest.raises(ValueError, match="no attention dropout"):
     registry.build_mixer("aft", {}, max_len=32, dropout_rate=0.1)
+
+
+# Incremental decoding: the causal sums as a running state (+ AFT-local's window of keys/values).
+from tests import state_decoding  # noqa: E402  pylint: disable=wrong-import-position
+
+
+def decode_aft(kwargs, q, k, v, max_len=16):
+  mixer = registry.build_mixer("aft", kwargs, causal=True, max_len=max_len)
+  heads = q.shape[2]
+  repeat = lambda x: jnp.repeat(x, heads // x.shape[2], axis=2)
+  variables = mixer.init(jax.random.key(0), q, repeat(k), repeat(v))
+  if "params" in variables:   # random biases on the band (they start at 0: AFT-simple)
+    bias = variables["params"]["position_bias"]
+    variables = {"params": {"position_bias": jnp.asarray(
+        np.random.default_rng(7).standard_normal(bias.shape), jnp.float32)}}
+  full = mixer.apply(variables, q, repeat(k), repeat(v))
+  cache = mixer.init(jax.random.key(0), q, k, v, decode=True)["cache"]
+
+  def apply_step(cache, q_t, k_t, v_t):
+    y, mutated = mixer.apply({**variables, "cache": cache}, q_t, k_t, v_t, decode=True,
+                             mutable=["cache"])
+    return y, mutated["cache"]
+
+  stepped, cache = state_decoding.step_through(apply_step, cache, (q, k, v))
+  return mixer, full, stepped, cache
+
+
+@pytest.mark.parametrize("kwargs", [{"mode": "local", "window": 3}, {"mode": "simple"}])
+def test_decoding_step_by_step_equals_the_causal_forward_with_a_constant_cache(kwargs):
+  q, k, v = (2.0 * x for x in state_decoding.qkv(0, 13, heads=4, kv_heads=2, dim=4))
+  mixer, full, stepped, cache = decode_aft(kwargs, q, k, v)
+  np.testing.assert_allclose(stepped, full, atol=1e-4, rtol=1e-4)
+  state = ((2, 8), "float32")   # per key/value feature: 2 heads x 4
+  expected = {"index": ((), "int32"), "running_max": state, "numerator": state,
+              "denominator": state}
+  if kwargs["mode"] == "local":   # the window: the last 3 keys and values, no more
+    expected.update(keys=((2, 3, 2, 4), "float32"), values=((2, 3, 2, 4), "float32"))
+  shapes = state_decoding.cache_shapes(cache)
+  assert shapes == expected
+  longer = mixer.init(jax.random.key(0), *state_decoding.qkv(1, 16, heads=4, kv_heads=2,
+                                                               dim=4), decode=True)["cache"]
+  assert state_decoding.cache_shapes(longer) == shapes
+
+
+def test_decoding_through_the_base_with_grouped_heads():
+  full, stepped, cache = state_decoding.attention_decode("aft", {"window": 3}, 11, rope=False)
+  np.testing.assert_allclose(stepped, full, atol=1e-4, rtol=1e-4)
+  assert cache["mixer"]["keys"].shape == (2, 3, 2, 4)
+
+
+def test_decoding_in_bfloat16_keeps_the_dtype_and_a_float32_state():
+  q, k, v = (jnp.asarray(x, jnp.bfloat16) for x in state_decoding.qkv(2, 9, dim=4))
+  _, full, stepped, cache = decode_aft({"mode": "local", "window": 3}, q, k, v)
+  assert stepped.dtype == jnp.bfloat16 and bool(jnp.all(jnp.isfinite(stepped)))
+  assert cache["numerator"].dtype == jnp.float32 and cache["keys"].dtype == jnp.bfloat16
+  np.testing.assert_allclose(np.float32(stepped), np.float32(full), atol=5e-2, rtol=5e-2)

@@ -36,6 +36,15 @@ Not reachable with K of ordinary size.
 
 No attention dropout: AFT forms no attention weights (the paper drops none), so the mixer has no
 `dropout_rate` and a nonzero rate is refused.
+
+Incremental decoding (causal; the registry's decode="window", the kind of the default
+AFT-local): the causal sums of eq. 4 are a running state, (running max, sum e^{K-max} V,
+sum e^{K-max}) per feature, float32 `[b, kv_features]` each, carried by the same associative
+step as the full form; AFT-local adds a window cache of the last `window` keys and values
+(`[b, window, kv_heads, d]`, the input dtype) for the band of eq. 3, read with row t of the
+position biases. AFT-simple (or window 0) keeps only the running state: constant size either
+way. The state holds the key/value heads (num_kv_heads): K and V enter AFT per feature, so a
+query head reads the sums of the key/value head it shares.
 """
 from __future__ import annotations
 
@@ -43,7 +52,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from models.attention import masks
+from models.attention import decoding, masks
 from models.attention.registry import register
 
 MODES = ("simple", "local")
@@ -144,7 +153,8 @@ def aft_attention(q, k, v, w_band=None, *, q_mask=None, kv_mask=None, window: in
   return masks.zero_padded_queries(out.astype(q.dtype), q_mask)
 
 
-@register("aft", causal=True, cross=False, needs_max_len=True, rope=False)
+@register("aft", causal=True, cross=False, needs_max_len=True, rope=False,
+          decode="window")
 class AFTAttention(nn.Module):
   """AFT-simple or AFT-local over the base's Q, K, V (features = heads * head_dim)."""
   mode: str = "local"   # "simple" (eq. 4) or "local" (eq. 3)
@@ -153,7 +163,8 @@ class AFTAttention(nn.Module):
   max_len: int | None = None
 
   @nn.compact
-  def __call__(self, q, k, v, *, q_mask=None, kv_mask=None, deterministic=True, inputs_q=None):
+  def __call__(self, q, k, v, *, q_mask=None, kv_mask=None, deterministic=True, inputs_q=None,
+               decode=False):
     if self.mode not in MODES:
       raise ValueError(f"aft attention_kwargs.mode={self.mode!r}; expected one of {MODES}")
     if self.window < 0:
@@ -170,5 +181,52 @@ class AFTAttention(nn.Module):
       columns = self.window if self.causal else 2 * self.window - 1
       w_band = self.param("position_bias", nn.initializers.zeros, (self.max_len, columns),
                           jnp.float32)
+    if decode:
+      return self._decode(q, k, v, w_band)
     return aft_attention(q, k, v, w_band, q_mask=q_mask, kv_mask=kv_mask, window=self.window,
                          causal=self.causal)
+
+  def _decode(self, q, k, v, w_band):
+    """Incremental decoding (decoding.py); k/v have the base's key/value heads."""
+    if not self.causal:
+      raise ValueError("aft decode=True needs the causal form")
+    stepping, index = decoding.decode_index(self)
+    b, _, kv_heads, d = k.shape
+    heads = q.shape[2]
+    features = kv_heads * d
+    running = self.variable("cache", "running_max",
+                            lambda: jnp.full((b, features), -jnp.inf, jnp.float32))
+    numerator = self.variable("cache", "numerator", lambda: jnp.zeros((b, features), jnp.float32))
+    denominator = self.variable("cache", "denominator",
+                                lambda: jnp.zeros((b, features), jnp.float32))
+    local = w_band is not None and self.window > 0
+    if local:   # the last `window` keys and values: slot j holds position index - window + 1 + j
+      window_cache = lambda x: (lambda: jnp.zeros((b, self.window, kv_heads, d), x.dtype))
+      keys = self.variable("cache", "keys", window_cache(k))
+      values = self.variable("cache", "values", window_cache(v))
+    if not stepping:   # the cache-creating call: the causal full forward
+      return aft_attention(q, decoding.repeat_kv(k, heads), decoding.repeat_kv(v, heads), w_band,
+                           window=self.window, causal=True)
+    decoding.check_one_token(q, "attention 'aft'")
+    flat = lambda x: x.reshape(x.shape[0], -1, features).astype(jnp.float32)
+    k_t, v_t = flat(k)[:, 0], flat(v)[:, 0]
+    # eq. 4's causal sums, one more key: the full form's associative step
+    top, num, den = _combine((running.value, numerator.value, denominator.value),
+                             (k_t, v_t, jnp.ones_like(k_t)))
+    running.value, numerator.value, denominator.value = top, num, den
+    if local:   # eq. 3: + sum over the band t - window < t' <= t of (exp(w) - 1) e^{K-max} V
+      keys.value = jnp.concatenate([keys.value[:, 1:], k.astype(keys.value.dtype)], axis=1)
+      values.value = jnp.concatenate([values.value[:, 1:], v.astype(values.value.dtype)], axis=1)
+      slots = index - (self.window - 1) + jnp.arange(self.window)
+      inside = slots >= 0
+      # row t of the biases; column j is offset j - (window - 1), i.e. slot j (band_weights)
+      w = jax.lax.dynamic_index_in_dim(w_band, index, axis=0, keepdims=False)
+      a = jnp.where(inside, jnp.expm1(w.astype(jnp.float32)), 0.0)           # [window]
+      exponent = jnp.where(inside[None, :, None], flat(keys.value) - top[:, None], -jnp.inf)
+      e = jnp.exp(exponent)                      # every band key is <= the running max: <= 1
+      num = num + jnp.einsum("w,bwf->bf", a, e * flat(values.value))
+      den = den + jnp.einsum("w,bwf->bf", a, e)
+    tiny = jnp.finfo(jnp.float32).tiny
+    mixed = jnp.where(den > 0, num / jnp.maximum(den, tiny), 0.0).reshape(b, 1, kv_heads, d)
+    out = jax.nn.sigmoid(q.astype(jnp.float32)) * decoding.repeat_kv(mixed, heads)
+    return out.astype(q.dtype)
