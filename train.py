@@ -21,6 +21,7 @@ malloc.keep_freed_memory()  # before jax starts its threads: see lra/malloc.py
 
 import functools  # pylint: disable=wrong-import-position
 import json
+import math
 import logging
 import sys
 import time
@@ -59,7 +60,8 @@ class TrainState(train_state.TrainState):
 # ---------------------------------------------------------------------------- model and steps
 def model_for(config: ml_collections.ConfigDict, task: batch_lib.TaskData):
   return build_model(config.model, vocab_size=task.vocab_size, num_classes=task.num_classes,
-                     max_len=task.max_length, pair=task.pair)
+                     max_len=task.max_length, pair=task.pair, mode=task.mode,
+                     target_len=task.target_length)
 
 
 def example_batch(task: batch_lib.TaskData, batch_size: int) -> dict:
@@ -91,6 +93,22 @@ def cross_entropy(logits, targets):
   return optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), targets)
 
 
+def row_metrics(logits, batch: dict) -> dict:
+  """Per row of the batch: summed cross-entropy, correct predictions and how many count.
+  Classification (targets `[B]`): one per row. Token-level tasks (targets `[B, T]`, decoder
+  LM / encoder-decoder): sums over the target tokens `weights` marks, and `exact` (every counted
+  token of the row right: a whole copy, a recalled value)."""
+  targets = batch["targets"]
+  loss = cross_entropy(logits, targets)
+  correct = (logits.argmax(-1) == targets).astype(jnp.float32)
+  if targets.ndim == 1:
+    return {"loss_sum": loss, "correct": correct, "count": jnp.ones_like(loss)}
+  weights = batch["weights"].astype(jnp.float32)
+  return {"loss_sum": (loss * weights).sum(-1), "correct": (correct * weights).sum(-1),
+          "count": weights.sum(-1),
+          "exact": jnp.all((correct > 0) | (weights == 0), axis=-1).astype(jnp.float32)}
+
+
 def micro_batches(batch: dict, count: int) -> dict:
   """`[B, ...]` -> `[count, B/count, ...]`; micro-batch j holds rows j, j+count, j+2*count...
   so that each device's rows of the data-sharded batch feed every micro-batch equally."""
@@ -120,8 +138,10 @@ def train_step(state: TrainState, batch: dict, dropout_root, *, accum_steps: int
       batch_stats = updates["batch_stats"]
     else:
       logits, _ = state.apply_fn(variables, batch, deterministic=False, rngs={"dropout": rng})
-    loss = cross_entropy(logits, batch["targets"]).mean()
-    correct = (logits.argmax(-1) == batch["targets"]).mean()
+    rows = row_metrics(logits, batch)  # token tasks: the mean over counted target tokens
+    count = jnp.maximum(rows["count"].sum(), 1.0)
+    loss = rows["loss_sum"].sum() / count
+    correct = rows["correct"].sum() / count
     return loss, (correct, batch_stats)
 
   grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
@@ -163,9 +183,10 @@ def eval_step(variables, batch: dict, apply_fn):
   totals over all hosts' rows."""
   logits, _ = apply_fn(variables, batch, deterministic=True)
   valid = batch["valid"].astype(jnp.float32)
-  return {"loss_sum": (cross_entropy(logits, batch["targets"]) * valid).sum(),
-          "correct": ((logits.argmax(-1) == batch["targets"]) * valid).sum(),
-          "count": valid.sum()}
+  sums = {k: (v * valid).sum() for k, v in row_metrics(logits, batch).items()}
+  if "exact" in sums:
+    sums["rows"] = valid.sum()
+  return sums
 
 
 class Steps:
@@ -205,16 +226,23 @@ class Steps:
 
 def evaluate(steps: Steps, variables: dict, split: batch_lib.Split, batch_size: int,
              max_batches: int = 0) -> dict:
-  totals = {"loss_sum": 0.0, "correct": 0.0, "count": 0.0}
+  """Accuracy and loss over the split (token-level tasks: over the counted target tokens, plus
+  `sequence_accuracy`: rows with every counted token right, and bits per token)."""
+  totals: dict[str, float] = {}
   for batch in pipeline.eval_input(split, batch_size, process_index=jax.process_index(),
                                    process_count=jax.process_count(),
                                    max_batches=max_batches or None):
     out = jax.device_get(steps.eval(variables, steps.put_batch(batch)))
-    for key in totals:
-      totals[key] += float(out[key])
-  count = max(totals["count"], 1.0)
-  return {"accuracy": totals["correct"] / count, "loss": totals["loss_sum"] / count,
-          "examples": int(totals["count"])}
+    for key, value in out.items():
+      totals[key] = totals.get(key, 0.0) + float(value)
+  count = max(totals.get("count", 0.0), 1.0)
+  result = {"accuracy": totals.get("correct", 0.0) / count,
+            "loss": totals.get("loss_sum", 0.0) / count}
+  if "rows" not in totals:
+    return {**result, "examples": int(totals.get("count", 0.0))}
+  return {**result, "examples": int(totals["rows"]), "tokens": int(totals["count"]),
+          "sequence_accuracy": totals["exact"] / max(totals["rows"], 1.0),
+          "bits_per_token": result["loss"] / math.log(2)}
 
 
 def count_params(params) -> int:
@@ -427,6 +455,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
         dict(results["splits"]["test"]) if best[2] == results["steps"] else
         evaluate(steps, best[0].variables, task.splits["test"], cfg.batch_size))
   checkpoints.close()
+  if task.token_unit == "byte":  # one token per byte (byte_lm): bits per byte
+    for split_result in [*results["splits"].values(), results.get("test_at_best_validation")]:
+      if split_result is not None:
+        split_result["bits_per_byte"] = split_result["bits_per_token"]
   results["wall_time_s"] = time.time() - started
   if not main_process:
     return results
@@ -436,9 +468,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
     results["eval"] = old.get("eval", {})
   run_log.write_json(workdir / "results.json", results)
   test = results["splits"]["test"]
-  print(f"test accuracy {test['accuracy']:.4f} (loss {test['loss']:.4f}, "
-        f"{test['examples']} examples); majority-class rate of the test set "
-        f"{results['test_majority_class_rate']:.4f}", flush=True)
+  if "tokens" in test:
+    bits = (f"{test['bits_per_byte']:.3f} bits/byte" if "bits_per_byte" in test
+            else f"{test['bits_per_token']:.3f} bits/token")
+    print(f"test token accuracy {test['accuracy']:.4f}, sequence accuracy "
+          f"{test['sequence_accuracy']:.4f}, {bits} (loss {test['loss']:.4f}, "
+          f"{test['examples']} sequences, {test['tokens']} target tokens); majority-token "
+          f"rate {results['test_majority_class_rate']:.4f}", flush=True)
+  else:
+    print(f"test accuracy {test['accuracy']:.4f} (loss {test['loss']:.4f}, "
+          f"{test['examples']} examples); majority-class rate of the test set "
+          f"{results['test_majority_class_rate']:.4f}", flush=True)
   return results
 
 

@@ -197,6 +197,13 @@ class TaskData:
                          f"{split.source or 'an unnamed source'}); every split needs at "
                          "least one example")
 
+  @property
+  def target_length(self) -> int | None:
+    """The decoder's length of an encoder-decoder task (its `inputs2`), else None."""
+    if self.mode != "seq2seq":
+      return None
+    return int(self.splits["train"].inputs2.shape[1])
+
   def sizes(self) -> dict[str, int]:
     return {name: len(split) for name, split in self.splits.items()}
 

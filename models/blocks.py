@@ -14,7 +14,7 @@ import jax.numpy as jnp
 
 from models import chunked_ffn
 from models import reversible  # a module import: reversible.py builds on FeedForward below
-from models.attention import registry
+from models.attention import decoding, registry
 from models.attention.base import MultiHeadAttention
 from models.embedding import Embedder
 
@@ -149,7 +149,11 @@ class EncoderBlock(nn.Module):
   drops the normalisation too: `norm="none"`. `attention_options`: fields of
   MultiHeadAttention (num_kv_heads, rope, score_bias, qk_norm; see models/attention/base.py).
   A mixer that carries a memory sequence (Luna; registry `memory=True`) is called with it and
-  the block returns `(x, next_memory)`.
+  the block returns `(x, next_memory)`. `cross_attention`: the encoder-decoder's decoder block
+  (Vaswani et al. 2017, sec. 3.1): x + Dropout(CrossAttention(LN(x), context)) between the two
+  sublayers, with the same norm/residual options. `decode=True`: incremental decoding of the
+  (causal) self-attention (models/attention/decoding.py); the cross-attention reads the whole
+  context at every step.
 
   One difference from LRA's block: padded positions are set to zero after each block (LRA
   leaves whatever the layers computed there), so no mixer can carry values from padding. With
@@ -173,9 +177,14 @@ class EncoderBlock(nn.Module):
   ffn: str = "mlp"
   rezero: bool = False
   attention_options: Mapping[str, Any] | None = None
+  # Decoder of an encoder-decoder: a cross-attention sublayer (this variant, over the
+  # encoder's output) between the self-attention and the feed-forward; "" = none.
+  cross_attention: str = ""
+  cross_attention_kwargs: Mapping[str, Any] | None = None
 
   @nn.compact
-  def __call__(self, x, mask, deterministic=True, memory=None):
+  def __call__(self, x, mask, deterministic=True, memory=None, context=None, context_mask=None,
+               decode=False):
     check_block_options(self.norm, self.ffn)
     norm = lambda name: functools.partial(normalize, self.norm, dtype=self.dtype, name=name)
     # ReZero's alpha (init 0: every block starts as the identity); 1 otherwise.
@@ -190,6 +199,8 @@ class EncoderBlock(nn.Module):
                                    **dict(self.attention_options or {}), name="attention")
     if carries_memory:
       h, memory = attention(h, mask, deterministic=deterministic, memory=memory)
+    elif decode:
+      h = attention(h, mask, deterministic=deterministic, decode=True)
     else:
       h = attention(h, mask, deterministic=deterministic)
     h = OutputStage(self.ffn, self.activation, self.dropout_rate, self.dtype,
@@ -197,6 +208,23 @@ class EncoderBlock(nn.Module):
     x = x + scale * nn.Dropout(self.dropout_rate)(h, deterministic=deterministic)
     if not self.prenorm:
       x = norm("attention_norm")(x, mask, deterministic)
+    if self.cross_attention:
+      if context is None:
+        raise ValueError("a block with cross_attention needs the encoder's output (context)")
+      h = norm("cross_norm")(x, mask, deterministic) if self.prenorm else x
+      h = MultiHeadAttention(num_heads=self.num_heads, qkv_dim=self.qkv_dim,
+                             attention=self.cross_attention,
+                             attention_kwargs=self.cross_attention_kwargs, cross=True,
+                             dropout_rate=self.attention_dropout_rate, max_len=self.max_len,
+                             kv_max_len=context.shape[1], dtype=self.dtype,
+                             name="cross_attention")(h, mask, context=context,
+                                                     context_mask=context_mask,
+                                                     deterministic=deterministic)
+      x = x + scale * nn.Dropout(self.dropout_rate)(h, deterministic=deterministic)
+      if not self.prenorm:
+        x = norm("cross_norm")(x, mask, deterministic)
+    elif context is not None:
+      raise ValueError("context given to a block without cross_attention")
     if self.ffn in FEED_FORWARDS:
       h = norm("ffn_norm")(x, mask, deterministic) if self.prenorm else x
       ffn = feed_forward(self.ffn, self.mlp_dim, self.activation, self.dropout_rate, self.dtype,
@@ -240,11 +268,30 @@ class Encoder(nn.Module):
   remat: bool = False
   rezero: bool = False
   attention_options: Mapping[str, Any] | None = None  # MultiHeadAttention fields (EncoderBlock)
+  cross_attention: str = ""   # the decoder of an encoder-decoder (EncoderBlock)
+  cross_attention_kwargs: Mapping[str, Any] | None = None
 
   @nn.compact
-  def __call__(self, tokens, mask, deterministic=True):
+  def __call__(self, tokens, mask, deterministic=True, context=None, context_mask=None,
+               decode=False):
+    """`context`/`context_mask`: the encoder's output, for blocks with cross_attention.
+    `decode=True` (a causal stack): incremental decoding; the first call creates the cache over
+    a full-length input, later calls take one token (models/attention/decoding.py)."""
     check_block_options(self.norm, self.ffn)
     check_remat(self.remat, self.reversible)
+    offset = 0
+    if decode:
+      if not self.causal or self.prepend_cls or self.reversible:
+        raise ValueError("decode=True needs a causal stack without CLS token or reversible "
+                         f"layers; got causal={self.causal}, prepend_cls={self.prepend_cls}, "
+                         f"reversible={self.reversible}")
+      registry.check_decodes(self.attention)
+      stepping, index = decoding.decode_index(self)
+      if stepping:
+        decoding.check_one_token(tokens, "the decoder")
+        offset = index
+    if self.reversible and self.cross_attention:
+      raise ValueError("config.model.reversible=True has no cross-attention sublayer")
     if self.reversible and (self.norm, self.prenorm, self.ffn, self.rezero) != (
         "layer", True, "mlp", False):
       raise ValueError("config.model.reversible=True has LRA's block only (norm='layer', "
@@ -259,7 +306,7 @@ class Encoder(nn.Module):
                        "training state (batch_stats), which reversible layers do not carry")
     x, mask = Embedder(self.vocab_size, self.emb_dim, self.max_len, self.positions,
                        self.prepend_cls, self.dropout_rate, self.dtype, name="embed")(
-                           tokens, mask, deterministic)
+                           tokens, mask, deterministic, offset)
     if self.reversible:
       x = reversible.ReversibleLayers(
           self.num_layers, self.num_heads, self.qkv_dim, self.mlp_dim, self.attention,
@@ -268,8 +315,9 @@ class Encoder(nn.Module):
           self.ffn_chunk_size, dtype=self.dtype, attention_options=self.attention_options,
           name="reversible")(x, mask, deterministic)
     else:
-      # `deterministic` (argument 3, counting self) is static under remat: it selects code paths.
-      block = nn.remat(EncoderBlock, static_argnums=(3,)) if self.remat else EncoderBlock
+      # `deterministic` and `decode` (arguments 3 and 7, counting self) are static under remat:
+      # they select code paths.
+      block = nn.remat(EncoderBlock, static_argnums=(3, 7)) if self.remat else EncoderBlock
       memory = None  # Luna's packed sequence, carried from block to block (registry.memory)
       for i in range(self.num_layers):
         layer = block(self.num_heads, self.qkv_dim, self.mlp_dim, self.attention,
@@ -277,11 +325,12 @@ class Encoder(nn.Module):
                       self.max_len + int(self.prepend_cls), self.dropout_rate,
                       self.attention_dropout_rate, self.activation, self.dtype,
                       self.ffn_chunk_size, self.norm, self.prenorm, self.ffn, self.rezero,
-                      self.attention_options, name=f"block_{i}")
+                      self.attention_options, self.cross_attention,
+                      self.cross_attention_kwargs, name=f"block_{i}")
         if carries_memory:
           x, memory = layer(x, mask, deterministic, memory)
         else:
-          x = layer(x, mask, deterministic)
+          x = layer(x, mask, deterministic, None, context, context_mask, decode)
     if self.prenorm:
       x = normalize(self.norm, x, mask, deterministic, self.dtype, "final_norm")
     return x, mask

@@ -44,21 +44,26 @@ def attention_options(model_cfg: ml_collections.ConfigDict) -> dict[str, Any]:
 
 
 def encoder_from_config(model_cfg: ml_collections.ConfigDict, vocab_size: int,
-                        max_len: int, prepend_cls: bool) -> Encoder:
-  registry.check_supports(model_cfg.attention, causal=model_cfg.get("causal", False))
+                        max_len: int, prepend_cls: bool, **overrides) -> Encoder:
+  """The shared `Encoder` the config describes; `overrides` replace its fields (the decoders
+  of models/decoder.py: causal=True, cross_attention, num_layers, name)."""
+  causal = overrides.get("causal", model_cfg.get("causal", False))
+  registry.check_supports(model_cfg.attention, causal=causal)
   remat = model_cfg.get("remat", False)
   check_remat(remat, model_cfg.reversible)  # at build time, before any data is read
   dtype = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}[model_cfg.dtype]
-  return Encoder(vocab_size=vocab_size, emb_dim=model_cfg.emb_dim,
-                 num_heads=model_cfg.num_heads, num_layers=model_cfg.num_layers,
-                 qkv_dim=model_cfg.qkv_dim, mlp_dim=model_cfg.mlp_dim, max_len=max_len,
-                 attention=model_cfg.attention,
-                 attention_kwargs=dict(model_cfg.attention_kwargs),
-                 causal=model_cfg.get("causal", False), positions=model_cfg.positions,
-                 prepend_cls=prepend_cls, dropout_rate=model_cfg.dropout_rate,
-                 attention_dropout_rate=model_cfg.attention_dropout_rate,
-                 activation=model_cfg.activation, dtype=dtype,
-                 reversible=model_cfg.reversible, ffn_chunk_size=model_cfg.ffn_chunk_size,
-                 norm=model_cfg.norm, prenorm=model_cfg.prenorm, ffn=model_cfg.ffn,
-                 remat=remat, rezero=model_cfg.get("rezero", False),
-                 attention_options=attention_options(model_cfg), name="encoder")
+  fields = dict(vocab_size=vocab_size, emb_dim=model_cfg.emb_dim,
+                num_heads=model_cfg.num_heads, num_layers=model_cfg.num_layers,
+                qkv_dim=model_cfg.qkv_dim, mlp_dim=model_cfg.mlp_dim, max_len=max_len,
+                attention=model_cfg.attention,
+                attention_kwargs=dict(model_cfg.attention_kwargs),
+                causal=causal, positions=model_cfg.positions,
+                prepend_cls=prepend_cls, dropout_rate=model_cfg.dropout_rate,
+                attention_dropout_rate=model_cfg.attention_dropout_rate,
+                activation=model_cfg.activation, dtype=dtype,
+                reversible=model_cfg.reversible, ffn_chunk_size=model_cfg.ffn_chunk_size,
+                norm=model_cfg.norm, prenorm=model_cfg.prenorm, ffn=model_cfg.ffn,
+                remat=remat, rezero=model_cfg.get("rezero", False),
+                attention_options=attention_options(model_cfg), name="encoder")
+  fields.update(overrides)
+  return Encoder(**fields)

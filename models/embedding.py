@@ -4,6 +4,7 @@ learned positions normal(0.02), the CLS vector zeros, as in transformer.py)."""
 from __future__ import annotations
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -33,7 +34,9 @@ class Embedder(nn.Module):
   dtype: object = jnp.float32
 
   @nn.compact
-  def __call__(self, tokens, mask, deterministic=True):
+  def __call__(self, tokens, mask, deterministic=True, offset=0):
+    """`offset`: the position of the first token (incremental decoding: the token's index, a
+    traced scalar); 0 otherwise."""
     if tokens.shape[1] > self.max_len:
       raise ValueError(f"input length {tokens.shape[1]} exceeds config.model.max_len="
                        f"{self.max_len}")
@@ -46,11 +49,12 @@ class Embedder(nn.Module):
       mask = jnp.concatenate([jnp.ones((mask.shape[0], 1), bool), mask], axis=1)
     length = x.shape[1]
     total_len = self.max_len + int(self.prepend_cls)
+    window = lambda table: jax.lax.dynamic_slice_in_dim(table, offset, length, axis=1)
     if self.positions == "sinusoidal":
-      pos = jnp.asarray(sinusoidal_table(total_len, self.features))[None, :length]
+      pos = window(jnp.asarray(sinusoidal_table(total_len, self.features))[None])
     elif self.positions == "learned":
-      pos = self.param("positions", nn.initializers.normal(0.02),
-                       (1, total_len, self.features))[:, :length]
+      pos = window(self.param("positions", nn.initializers.normal(0.02),
+                              (1, total_len, self.features)))
     elif self.positions == "none":
       pos = 0.0
     else:

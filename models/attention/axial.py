@@ -35,6 +35,13 @@ keys are masked in both steps, and a padded position is never an intermediate of
 then reached only through the real positions of its column. With `shape=()` the fold depends on the
 padded length L, so the same example padded to another length gives other outputs (LRA pads every
 example of a task to one length); with `shape` given, appended padding only fills the grid.
+
+Incremental decoding (`decode=True`, registry kind "kv"): the token at (i, j) needs its row up
+to column j (the inner decoder), its column's keys in rows i' <= i and, for every earlier row
+i', the full row attention output R_full[i', j] (whole earlier rows: all in the past). The
+cache keeps every query, key and value (queries `[b, L, h, d]`, keys/values `[b, L, kv_heads,
+d]`); each step recomputes column j's R_full over the earlier rows (O(L d)) and combines as
+above.
 """
 from __future__ import annotations
 
@@ -44,7 +51,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from models.attention import blocking, masks
+from models.attention import blocking, decoding, kv_cache, masks
 from models.attention.registry import register
 
 
@@ -112,10 +119,7 @@ def axial_attention(q, k, v, *, shape=(), causal=False, q_mask=None, kv_mask=Non
   return masks.zero_padded_queries(out.astype(q.dtype), q_mask)
 
 
-@register("axial", causal=True, cross=False,
-          decode_caveat="not implemented: the causal form reads each earlier row through its "
-          "full, unmasked row attention (the outer decoder), so a step would need the cached "
-          "queries, keys and values and each completed row's row outputs; exact in principle")
+@register("axial", causal=True, cross=False, decode="kv")
 class AxialAttention(nn.Module):
   """Row then column attention on a raster grid (`shape` = (rows, cols), or () to fold 1-D)."""
   shape: tuple[int, ...] = ()
@@ -123,10 +127,53 @@ class AxialAttention(nn.Module):
   dropout_rate: float = 0.0
 
   @nn.compact
-  def __call__(self, q, k, v, *, q_mask=None, kv_mask=None, deterministic=True, inputs_q=None):
+  def __call__(self, q, k, v, *, q_mask=None, kv_mask=None, deterministic=True, inputs_q=None,
+               decode=False):
+    if decode:
+      stepping, index = decoding.decode_index(self)
+      keys, values = kv_cache.full_cache(self, k, v, stepping, index)
+      queries = self.variable("cache", "cached_query", jnp.zeros, q.shape, q.dtype)
+      if stepping:
+        queries.value = jax.lax.dynamic_update_slice(queries.value, q, (0, index, 0, 0))
+        return self._decode(q, queries.value, keys, values, index)
+      k, v = decoding.repeat_kv(k, q.shape[2]), decoding.repeat_kv(v, q.shape[2])
     rng = None
     if not deterministic and self.dropout_rate > 0.0:
       rng = self.make_rng("dropout")
     return axial_attention(q, k, v, shape=tuple(self.shape), causal=self.causal, q_mask=q_mask,
                            kv_mask=kv_mask, dropout_rate=self.dropout_rate, dropout_rng=rng,
                            deterministic=deterministic)
+
+  def _decode(self, q, queries, keys, values, index):
+    """Token at (i, j) = divmod(index, cols): the causal form's y[i, j] from the caches."""
+    decoding.check_one_token(q, "axial")
+    batch, length, heads, depth = queries.shape
+    rows, cols = grid_shape(length, tuple(self.shape))
+    compute = jnp.promote_types(q.dtype, jnp.float32)
+    scale = jnp.sqrt(depth).astype(compute)
+    grid = lambda t: blocking.to_blocks(blocking.pad_to_blocks(t, cols), cols)  # [b, R, C, ...]
+    qg = grid(queries)
+    kg = grid(decoding.repeat_kv(keys, heads))
+    vg = grid(decoding.repeat_kv(values, heads).astype(compute))
+    valid = (jnp.arange(rows * cols) < length).reshape(rows, cols)
+    row, column = index // cols, index % cols
+    logits = lambda a, b, spec: jnp.einsum(spec, a, b, preferred_element_type=compute) / scale
+    softmax = lambda x, allowed: blocking.joint_softmax([x], [allowed])[0]
+    # R_full[i', j] for every row i' (only i' < i are used): row attention of query (i', j).
+    q_col = jax.lax.dynamic_index_in_dim(qg, column, axis=2, keepdims=False)  # [b, R, h, d]
+    a_full = softmax(logits(q_col, kg, "brhd,brkhd->brhk"), valid[None, :, None, :])
+    r_full = jnp.einsum("brhk,brkhd->brhd", a_full, vg)                     # [b, R, h, d]
+    # R_causal[i, j]: row i up to column j.
+    q0 = q[:, 0]
+    k_row = jax.lax.dynamic_index_in_dim(kg, row, axis=1, keepdims=False)   # [b, C, h, d]
+    v_row = jax.lax.dynamic_index_in_dim(vg, row, axis=1, keepdims=False)
+    a_row = softmax(logits(q0, k_row, "bhd,bkhd->bhk"), (jnp.arange(cols) <= column)[None, None])
+    r_causal = jnp.einsum("bhk,bkhd->bhd", a_row, v_row)
+    # Column j over rows i' <= i: earlier rows through R_full, row i through R_causal.
+    k_col = jax.lax.dynamic_index_in_dim(kg, column, axis=2, keepdims=False)  # [b, R, h, d]
+    a_col = softmax(logits(q0, k_col, "bhd,brhd->bhr"), (jnp.arange(rows) <= row)[None, None])
+    strict = (jnp.arange(rows) < row)[None, None]
+    above = jnp.einsum("bhr,brhd->bhd", jnp.where(strict, a_col, 0.0), r_full)
+    diagonal = jax.lax.dynamic_index_in_dim(a_col, row, axis=2, keepdims=False)  # [b, h]
+    out = above + diagonal[..., None] * r_causal
+    return out[:, None].astype(q.dtype)
