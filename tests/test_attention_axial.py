@@ -131,9 +131,16 @@ def test_memory_grows_as_length_to_the_one_and_a_half():
   assert ratio <= 10.0, ratio   # 4^1.5 = 8 for the near-square fold; exact attention: 16
 
 
-def test_decoding_is_refused_with_the_reason():
-  """No incremental decoding: building a decoder fails and says why (registry decode_caveat)."""
+
+# Incremental decoding (models/attention/decoding.py): token by token == the causal forward.
+
+@pytest.mark.parametrize("shape", [(), (3, 5)])
+def test_decoding_step_by_step_matches_the_causal_forward(shape):
+  """L = 13: the fold (4 x 4) and a given grid (3 x 5) with a partial last row."""
   from models.attention import registry as _registry
-  assert not _registry.get("axial").decode
-  with pytest.raises(ValueError, match="cannot decode incrementally: .*(causal|not implemented)"):
-    _registry.check_decodes("axial")
+  from tests.decode_steps import mixer_steps, random_qkv_heads
+  q, k, v = random_qkv_heads(80, length=13, heads=4, kv_heads=2)
+  mixer = _registry.build_mixer("axial", {"shape": shape}, causal=True)
+  full, stepped, cache = mixer_steps(mixer, q, k, v)
+  np.testing.assert_allclose(stepped, full, atol=1e-4, rtol=1e-4)
+  assert cache["cached_key"].shape == (2, 13, 2, 8)
