@@ -140,9 +140,15 @@ def test_bfloat16_keeps_its_dtype_and_stays_close():
   np.testing.assert_allclose(np.asarray(low, np.float32), run(q, k, v), atol=5e-2)
 
 
-def test_decoding_is_refused_with_the_reason():
-  """No incremental decoding: building a decoder fails and says why (registry decode_caveat)."""
-  from models.attention import registry as _registry
-  assert not _registry.get("h_transformer_1d").decode
-  with pytest.raises(ValueError, match="cannot decode incrementally: .*(causal|not implemented)"):
-    _registry.check_decodes("h_transformer_1d")
+# Incremental decoding (models/attention/decoding.py): token by token == the causal forward.
+
+@pytest.mark.parametrize("length,block_size", [(13, 2), (16, 4), (7, 4)])
+def test_decoding_step_by_step_matches_the_causal_forward(length, block_size):
+  """Several levels (13 with Nr 2: 3 levels; 16 with Nr 4: 2 levels) and the one-level exact
+  limit (7 with Nr 4); one kv head for two query heads."""
+  from tests.decode_steps import mixer_steps, random_qkv_heads
+  q, k, v = random_qkv_heads(90, length=length, heads=2, kv_heads=1)
+  mixer = registry.build_mixer("h_transformer_1d", {"block_size": block_size}, causal=True)
+  full, stepped, cache = mixer_steps(mixer, q, k, v)
+  np.testing.assert_allclose(stepped, full, atol=1e-4, rtol=1e-4)
+  assert cache["cached_key"].shape == (2, length, 1, 8)

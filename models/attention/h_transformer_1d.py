@@ -40,6 +40,14 @@ Deviations: the flaxformer code adds a learned hierarchical relative position bi
 the paper; omitted) and coarsens the un-projected inputs before the q/k/v projections (the
 same for bias-free linear projections, as ours). Attention dropout drops entries of exp(S)
 in Y only (the authors drop after computing the normaliser).
+
+Incremental decoding (`decode=True`, registry kind "kv"): causally, token t's row at level l
+uses the coarse query of its 2^l-group (q at position floor(t / 2^l) * 2^l, already seen) and
+coarse keys/values of whole earlier groups (the sub-diagonal block, and at level 0 the diagonal
+block up to t), all in the past. The cache keeps every query, key and value; a step coarsens
+them (means of keys, sums of values over 2^l tokens: the same as the pairwise means for whole
+groups of real tokens), forms each level's (Y, Z, row max) for t's row and combines the levels
+with the running max, as the full forward.
 """
 from __future__ import annotations
 
@@ -48,7 +56,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from models.attention import blocking, masks
+from models.attention import blocking, decoding, kv_cache, masks
 from models.attention.registry import register
 
 
@@ -163,11 +171,7 @@ def h_attention(q, k, v, *, block_size=16, causal=False, q_mask=None, kv_mask=No
   return masks.zero_padded_queries(out[:, :length].astype(out_dtype), q_mask)
 
 
-@register("h_transformer_1d", causal=True, cross=False,
-          decode_caveat="not implemented: at each level l a causal query is the first query of "
-          "its 2^l-token group and reads coarse averages of whole earlier blocks, so a step needs "
-          "per-level coarse key/value caches and the levels' running-max combination (sec. 5-6); "
-          "exact in principle")
+@register("h_transformer_1d", causal=True, cross=False, decode="kv")
 class HTransformer1DAttention(nn.Module):
   """Hierarchical attention; `block_size` is the paper's Nr (16)."""
   block_size: int = 16
@@ -175,10 +179,67 @@ class HTransformer1DAttention(nn.Module):
   dropout_rate: float = 0.0
 
   @nn.compact
-  def __call__(self, q, k, v, *, q_mask=None, kv_mask=None, deterministic=True, inputs_q=None):
+  def __call__(self, q, k, v, *, q_mask=None, kv_mask=None, deterministic=True, inputs_q=None,
+               decode=False):
+    if decode:
+      stepping, index = decoding.decode_index(self)
+      keys, values = kv_cache.full_cache(self, k, v, stepping, index)
+      queries = self.variable("cache", "cached_query", jnp.zeros, q.shape, q.dtype)
+      if stepping:
+        queries.value = jax.lax.dynamic_update_slice(queries.value, q, (0, index, 0, 0))
+        return self._decode(q, queries.value, keys, values, index)
+      k, v = decoding.repeat_kv(k, q.shape[2]), decoding.repeat_kv(v, q.shape[2])
     rng = None
     if not deterministic and self.dropout_rate > 0.0:
       rng = self.make_rng("dropout")
     return h_attention(q, k, v, block_size=self.block_size, causal=self.causal, q_mask=q_mask,
                        kv_mask=kv_mask, dropout_rate=self.dropout_rate, dropout_rng=rng,
                        deterministic=deterministic)
+
+  def _decode(self, q, queries, keys, values, index):
+    """Token at position `index`: its row of every level (causal structure), combined."""
+    decoding.check_one_token(q, "h_transformer_1d")
+    batch, length, heads, depth = queries.shape
+    if self.block_size < 2 or self.block_size % 2:
+      raise ValueError(f"h_transformer_1d: block_size={self.block_size}; expected an even "
+                       "number >= 2")
+    nr, levels = hierarchy_shape(length, self.block_size)
+    padded = nr * 2 ** levels
+    compute = jnp.promote_types(q.dtype, jnp.float32)
+    pad = lambda t: jnp.pad(t.astype(compute), [(0, 0), (0, padded - length), (0, 0), (0, 0)])
+    queries = pad(queries) / jnp.sqrt(jnp.asarray(depth, compute))
+    keys = pad(decoding.repeat_kv(keys, heads))
+    values = pad(decoding.repeat_kv(values, heads))
+    neg = masks.big_negative(compute)
+    half = nr // 2
+    rows = []
+    for level in range(levels):
+      group = 2 ** level
+      coarse = lambda t: t.reshape(batch, padded // group, group, heads, depth)
+      k_l, v_l = coarse(keys).mean(2), coarse(values).sum(2)   # [b, m, h, d]
+      position = index // group                                 # t's coarse position
+      block, row = position // nr, position % nr
+      q_l = jax.lax.dynamic_index_in_dim(queries, position * group, axis=1, keepdims=False)
+      # the sub-diagonal block (coarse positions of block - 1), and at level 0 the diagonal
+      start = jnp.maximum(block - 1, 0) * nr
+      k_win = jax.lax.dynamic_slice_in_dim(k_l, start, nr, axis=1)
+      v_win = jax.lax.dynamic_slice_in_dim(v_l, start, nr, axis=1)
+      allowed = jnp.broadcast_to(block >= 1, (nr,))
+      if level > 0:  # the quarter level - 1 owns: first-half rows x second-half columns
+        allowed = allowed & ~((row < half) & (jnp.arange(nr) >= half))
+      if level == 0:
+        k_win = jnp.concatenate(
+            [k_win, jax.lax.dynamic_slice_in_dim(k_l, block * nr, nr, axis=1)], axis=1)
+        v_win = jnp.concatenate(
+            [v_win, jax.lax.dynamic_slice_in_dim(v_l, block * nr, nr, axis=1)], axis=1)
+        allowed = jnp.concatenate([allowed, jnp.arange(nr) <= row])
+      logits = jnp.einsum("bhd,bkhd->bhk", q_l, k_win)
+      logits = jnp.where(allowed, logits, neg)
+      top = logits.max(-1)                                      # [b, h]
+      weights = jnp.where(allowed, jnp.exp(logits - top[..., None]), 0.0)
+      rows.append((jnp.einsum("bhk,bkhd->bhd", weights, v_win), weights.sum(-1) * group, top))
+    top = jnp.max(jnp.stack([t for _, _, t in rows]), axis=0)
+    y = sum(jnp.exp(t - top)[..., None] * y_l for y_l, _, t in rows)
+    z = sum(jnp.exp(t - top) * z_l for _, z_l, t in rows)
+    out = y / jnp.where(z > 0, z, 1.0)[..., None]
+    return out[:, None].astype(q.dtype)
