@@ -33,6 +33,8 @@ from pathlib import Path
 
 from absl import app, flags
 
+from lra import benchmark_decode
+
 FLAGS = flags.FLAGS
 
 
@@ -60,6 +62,10 @@ def define_flags() -> None:
   flags.DEFINE_string("exact", "dense,blocked,xla",
                       "Comma-separated `transformer` implementations also measured, for the "
                       "speed-up against the fastest exact attention ('' = none).")
+  flags.DEFINE_enum("mode", "train", ["train", "decode"],
+                    "'train': train-step time and memory (LRA Table 2); 'decode': tokens/s and "
+                    "cache memory of generating --lengths tokens with each causal variant's "
+                    "decoder LM (lra/benchmark_decode.py; --num_layers blocks).")
   flags.DEFINE_string("worker", "", "Internal: JSON spec of one measurement.")
 
 
@@ -236,17 +242,22 @@ def run_one(spec: dict, timeout: int) -> dict:
          "kwargs": spec["kwargs"], "implementation": implementation_of(spec),
          "attention_dropout_rate": spec.get("attention_dropout_rate"),
          "exact_only": bool(spec.get("exact_only"))}
+  return {**row, **run_worker(spec, timeout)}
+
+
+def run_worker(spec: dict, timeout: int) -> dict:
+  """`spec` measured in a subprocess (`--worker`) -> its result, or {"status": why not}."""
   cmd = [sys.executable, "-m", "lra.benchmark", f"--worker={json.dumps(spec)}"]
   root = Path(__file__).resolve().parents[1]
   try:
     done = subprocess.run(cmd, cwd=root, capture_output=True, text=True, timeout=timeout,
                           env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
   except subprocess.TimeoutExpired:
-    return {**row, "status": f"timeout after {timeout}s"}
+    return {"status": f"timeout after {timeout}s"}
   lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
   if done.returncode != 0 or not lines:
-    return {**row, "status": failure_status(done.returncode, done.stderr or "")}
-  return {**row, **json.loads(lines[-1])}
+    return {"status": failure_status(done.returncode, done.stderr or "")}
+  return json.loads(lines[-1])
 
 
 def failure_status(returncode: int, stderr: str) -> str:
@@ -443,7 +454,9 @@ def main(argv):
     from lra import malloc  # pylint: disable=import-outside-toplevel
     malloc.keep_freed_memory()  # before jax starts its threads: see lra/malloc.py
     try:
-      result = measure(json.loads(FLAGS.worker))
+      spec = json.loads(FLAGS.worker)
+      result = (benchmark_decode.measure_decode(spec) if spec.get("mode") == "decode"
+                else measure(spec))
     except Exception as e:  # pylint: disable=broad-except
       message = f"{type(e).__name__}: {e}".splitlines()[0][:300]
       oom = "RESOURCE_EXHAUSTED" in message or isinstance(e, MemoryError)
@@ -454,6 +467,9 @@ def main(argv):
   names = registry.names() if FLAGS.attention == "all" else FLAGS.attention.split(",")
   for name in names:
     registry.get(name)  # unknown names fail now, with the registered list
+  if FLAGS.mode == "decode":
+    _decode_main(names)
+    return
   if "transformer" not in names:
     names = ["transformer"] + names  # the reference for the ratios
   try:
@@ -492,6 +508,44 @@ def main(argv):
       Path(FLAGS.markdown).write_text(table)
   if FLAGS.plot:
     plot(rows, FLAGS.plot)
+  print(f"wrote {FLAGS.out}")
+
+
+def _lengths() -> list[int]:
+  try:
+    return [int(n) for n in FLAGS.lengths.split(",")]
+  except ValueError as e:
+    raise app.UsageError(f"--lengths={FLAGS.lengths!r}: expected integers like 1024,2048") from e
+
+
+def _decode_main(names: list[str]) -> None:
+  """--mode=decode: every causal variant among `names`, each length, one subprocess each."""
+  overrides = json.loads(FLAGS.attention_kwargs)
+  Path(FLAGS.out).parent.mkdir(parents=True, exist_ok=True)
+  rows = []
+  for name in benchmark_decode.causal_names(names):
+    for length in _lengths():
+      row = benchmark_decode.cannot_decode_row(name, length, FLAGS.batch)
+      if row is None:
+        spec = {"mode": "decode", "attention": name, "length": length, "batch": FLAGS.batch,
+                "emb_dim": FLAGS.emb_dim, "num_heads": FLAGS.num_heads,
+                "qkv_dim": FLAGS.qkv_dim, "mlp_dim": FLAGS.mlp_dim,
+                "num_layers": FLAGS.num_layers, "kwargs": overrides.get(name, {}),
+                "repeats": FLAGS.repeats}
+        row = {"attention": name, "length": length, "batch": FLAGS.batch,
+               "num_layers": FLAGS.num_layers, "kwargs": spec["kwargs"],
+               **run_worker(spec, FLAGS.timeout)}
+      rows.append(row)
+      shown = (f"{row['tokens_per_s']:,.0f} tokens/s, cache {row['cache_bytes']:,} B"
+               if row["status"] == "ok" else row["status"])
+      print(f"{name:>22} @ {length:>6}: {shown}", flush=True)
+      Path(FLAGS.out).write_text(json.dumps(rows, indent=1))  # keep partial results
+  if FLAGS.markdown:
+    table = benchmark_decode.markdown(rows)
+    if FLAGS.markdown == "-":
+      print(table)
+    else:
+      Path(FLAGS.markdown).write_text(table)
   print(f"wrote {FLAGS.out}")
 
 

@@ -318,3 +318,30 @@ def test_a_block_with_a_memory_or_training_state_is_timed_with_it(name, kwargs):
     assert isinstance(out, tuple) and out[1].shape == (1, 4, 16)
   result = benchmark.measure(spec)
   assert result["status"] == "ok" and result["loss_finite"]
+
+
+def test_decode_mode_measures_tokens_per_second_and_cache_bytes(tmp_path):
+  """--mode=decode: a row per causal variant and length; a KV cache grows with the tokens, a
+  running state does not; a variant without an incremental form is a row with its reason, and
+  a non-causal one has no row."""
+  out, md = tmp_path / "decode.json", tmp_path / "decode.md"
+  cmd = [sys.executable, "-m", "lra.benchmark", "--mode=decode",
+         "--attention=transformer,performer,reformer,linformer", "--lengths=16,32",
+         "--num_layers=1", *TINY, f"--out={out}", f"--markdown={md}",
+         '--attention_kwargs={"performer": {"num_features": 8}}']
+  done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+  assert done.returncode == 0, done.stderr[-2000:]
+  rows = {(r["attention"], r["length"]): r for r in json.loads(out.read_text())}
+  assert sorted(rows) == [(a, n) for a in ("performer", "reformer", "transformer")
+                          for n in (16, 32)]
+  for name in ("transformer", "performer"):
+    for n in (16, 32):
+      row = rows[name, n]
+      assert row["status"] == "ok" and row["tokens_per_s"] > 0 and row["compile_time_s"] > 0
+  assert rows["transformer", 32]["cache_bytes"] > 1.8 * rows["transformer", 16]["cache_bytes"]
+  assert rows["performer", 32]["cache_bytes"] == rows["performer", 16]["cache_bytes"]
+  assert rows["performer", 16]["kwargs"] == {"num_features": 8}
+  assert rows["reformer", 16]["status"].startswith("cannot decode: ")
+  table = md.read_text()
+  assert "| transformer | kv |" in table and "| performer | state |" in table
+  assert "| reformer | - | no incremental form" in table
