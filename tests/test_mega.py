@@ -315,11 +315,13 @@ def test_bfloat16_and_longer_than_table():
 # Incremental decoding (decode="window"): models/attention/decoding.py's protocol. 13 tokens in
 # chunks of 6: the chunk cache wraps twice and the last chunk is partial.
 DECODE_CASES = [dict(chunk_size=6, attention_activation="softmax"),
+                dict(chunk_size=16, attention_activation="softmax"),   # one chunk, 16 slots
                 dict(chunk_size=6, attention_activation="relu2", truncation=4),
                 dict(chunk_size=0, attention_activation="laplace", truncation=20)]
 
 
-@pytest.mark.parametrize("case", DECODE_CASES, ids=["chunk6-softmax", "chunk6-relu2-trunc4",
+@pytest.mark.parametrize("case", DECODE_CASES, ids=["chunk6-softmax", "chunk16-softmax",
+                                                    "chunk6-relu2-trunc4",
                                                     "full-laplace-trunc20"])
 def test_decoding_step_by_step_equals_the_causal_forward(case):
   from tests.sequence_decoding import assert_decodes
@@ -343,7 +345,7 @@ def test_decoding_cache_is_bounded_by_the_chunk():
   from tests.sequence_decoding import cache_shapes
   mixer = build(causal=True, chunk_size=6, truncation=4)
   params, _ = init_apply(mixer, inputs()[0], None)
-  short, long = (cache_shapes(mixer, params, FEATURES, n) for n in (8, 16))
+  short, long = (cache_shapes(mixer, params, FEATURES, n) for n in (4, 16))  # 4 < chunk
   assert short == long
   assert short["['chunk_keys']"] == (2, 6, SMALL["z_dim"])
   assert short["['chunk_values']"] == (2, 6, SMALL["hidden_dim"])

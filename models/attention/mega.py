@@ -32,9 +32,9 @@ gives X + phi * (H - X) (it gates the raw residual, which a mixer cannot see).
 Incremental decoding (decode="window", the causal form): the EMA is a recurrence (eq. 3), so
 its cache is the state h `[b, d, ndim]` (with a truncation T also the last T inputs, for
 h_t = q h_{t-1} + p beta (u_t - q^T u_{t-T})); the attention is causal within chunks, so the cache
-holds the current chunk's keys, values and key mask (`[b, c, ...]`, c = min(chunk_size, L)),
-the slot of token t is t mod c, and a new chunk's token sees only the slots up to its own.
-Bounded by chunk_size; with chunk_size=0 (full attention) the chunk is the whole L and the
+holds the current chunk's keys, values and key mask (`[b, c, ...]`, c = chunk_size whatever the
+length), the slot of token t is t mod c, and a new chunk's token sees only the slots up to its
+own. Bounded by chunk_size; with chunk_size=0 (full attention) the chunk is the whole L and the
 cache grows with it, as a KV cache.
 
 Dropout: `dropout_rate` (the context field, config.model.attention_dropout_rate) drops
@@ -229,7 +229,8 @@ class Mega(nn.Module):
     qk_gamma = self.param("qk_gamma", normal(0.02), (2, self.z_dim))
     qk_beta = self.param("qk_beta", nn.initializers.zeros, (2, self.z_dim))
     if decode:
-      chunk = length if self.chunk_size <= 0 or self.chunk_size >= length else self.chunk_size
+      # A fixed window of chunk_size slots (one chunk when chunk_size >= L: slots 0..L-1 used).
+      chunk = self.chunk_size if self.chunk_size > 0 else length
       cache = lambda name, shape, dtype=jnp.float32: self.variable("cache", name, jnp.zeros,
                                                                    shape, dtype)
       caches = {"ema_state": cache("ema_state", (batch, d, n)),
