@@ -38,6 +38,7 @@ import numpy as np
 from models.attention import masks
 from models.attention.base import PROJECTION_INIT
 from models.blocks import FeedForward, normalize
+from models.embedding import Embedder
 
 BIAS_INIT = nn.initializers.normal(stddev=0.02)  # the authors' init_std for r_w_bias/r_r_bias
 
@@ -196,3 +197,40 @@ def segment_recurrent(stack: XLDecoderStack, x, segment_length: int, memory_leng
     h, mems = stack(x[:, start:start + segment_length], mems, deterministic)
     outputs.append(h)
   return jnp.concatenate(outputs, axis=1)
+
+
+class XLDecoder(nn.Module):
+  """A drop-in for `models.blocks.Encoder` as `DecoderLM`'s causal stack:
+  `(tokens [b, L], mask [b, L], deterministic, decode=False) -> (hidden [b, L, e], mask)`.
+  Token embedding without absolute positions (XL's are relative, in every layer; the submodule
+  is "embed" as the Encoder's, so tied output embeddings find "embed/tokens/embedding"), then
+  `segment_recurrent` over segments of `segment_length` with `memory_length` memories.
+  Padding: the stack is causal, so right padding never reaches a real token (left padding would
+  enter the memory: not supported); padded outputs are whatever the stack computed there.
+  `decode=True` (incremental decoding) is not implemented: a clear error."""
+  vocab_size: int
+  emb_dim: int
+  num_heads: int
+  num_layers: int
+  qkv_dim: int
+  mlp_dim: int
+  max_len: int
+  segment_length: int
+  memory_length: int
+  dropout_rate: float = 0.1
+  attention_dropout_rate: float = 0.1
+  activation: str = "gelu"
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, tokens, mask, deterministic=True, decode=False):
+    if decode:
+      raise ValueError("decode=True: the Transformer-XL decoder (config.model.xl_segment_length"
+                       " > 0) has no incremental decoding here; generate with decode=False")
+    x, mask = Embedder(self.vocab_size, self.emb_dim, self.max_len, "none", False,
+                       self.dropout_rate, self.dtype, name="embed")(tokens, mask, deterministic)
+    stack = XLDecoderStack(self.num_layers, self.num_heads, self.qkv_dim, self.mlp_dim,
+                           self.memory_length, self.dropout_rate, self.attention_dropout_rate,
+                           self.activation, self.dtype, name="stack")
+    return segment_recurrent(stack, x, self.segment_length, self.memory_length,
+                             deterministic), mask

@@ -7,8 +7,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from models.transformer_xl import (RelativeAttention, XLBlock, XLDecoderStack, relative_shift,
-                                   segment_recurrent, sinusoid)
+from models.decoder import DecoderLM
+from models.transformer_xl import (RelativeAttention, XLBlock, XLDecoder, XLDecoderStack,
+                                   relative_shift, segment_recurrent, sinusoid)
 
 B, E, HEADS, QKV, MLP, LAYERS = 2, 16, 2, 16, 32, 2
 
@@ -86,7 +87,7 @@ def test_relative_attention_matches_naive_four_terms(mlen):
   np.testing.assert_allclose(np.asarray(got), want, atol=1e-5, rtol=1e-5)
 
 
-@pytest.mark.parametrize("length,segment,memory", [(12, 4, 8), (12, 3, 12)])
+@pytest.mark.parametrize("length,segment,memory", [(12, 4, 8), (12, 3, 12), (6, 1, 5)])
 def test_full_memory_equals_one_long_segment(length, segment, memory):
   """Sec. 3.2/3.3: with M >= L - S every query's memory holds its whole prefix at the right
   relative distances, so segment by segment == one segment of length L (no memory)."""
@@ -219,3 +220,21 @@ def test_bad_segmentation_is_a_clear_error():
     run(stack(4), variables, inputs(8), 3, 4)
   with pytest.raises(ValueError, match="memory_length=2 differs"):
     run(stack(4), variables, inputs(8), 4, 2)
+
+
+def test_xl_decoder_is_a_causal_stack_for_decoder_lm():
+  decoder = XLDecoder(vocab_size=11, emb_dim=E, num_heads=HEADS, num_layers=LAYERS,
+                      qkv_dim=QKV, mlp_dim=MLP, max_len=8, segment_length=4, memory_length=4)
+  model = DecoderLM(decoder, vocab_size=11, tie_embeddings=True)
+  tokens = jax.random.randint(jax.random.PRNGKey(0), (B, 8), 0, 11)
+  batch = {"inputs": tokens, "mask": jnp.ones((B, 8), bool)}
+  variables = model.init(jax.random.PRNGKey(1), batch)
+  assert "positions" not in variables["params"]["decoder"]["embed"]  # relative positions only
+  logits, _ = model.apply(variables, batch)
+  assert logits.shape == (B, 8, 11) and np.isfinite(np.asarray(logits)).all()
+  later = dict(batch, inputs=tokens.at[:, 5:].set((tokens[:, 5:] + 1) % 11))
+  moved, _ = model.apply(variables, later)
+  np.testing.assert_allclose(np.asarray(moved)[:, :5], np.asarray(logits)[:, :5], atol=1e-6)
+  assert np.abs(np.asarray(moved)[:, 5:] - np.asarray(logits)[:, 5:]).max() > 1e-4
+  with pytest.raises(ValueError, match="no incremental decoding"):
+    model.apply(variables, batch, decode=True)
