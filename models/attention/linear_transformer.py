@@ -59,6 +59,8 @@ class LinearTransformerAttention(nn.Module):
 
   def _decode(self, q, k, v):
     """Incremental decoding (decoding.py); k/v have the base's key/value heads."""
+    if not self.causal:
+      raise ValueError("linear_transformer decode=True needs the causal form")
     stepping, _ = decoding.decode_index(self)
     b, _, kv_heads, dim = k.shape
     state = feature_maps.LinearState(self, b, kv_heads, dim, v.shape[-1])
