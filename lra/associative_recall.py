@@ -78,7 +78,8 @@ def generate_split(data: ml_collections.ConfigDict, split: str) -> Split:
   weights = np.zeros(inputs.shape, bool)
   weights[:, 2 * n] = True  # only the answer counts
   dtype = np.uint8 if 1 + data.num_keys + data.num_values <= 256 else np.int32
-  return Split(split, inputs.astype(dtype), np.full(rows, 2 * n + 2, np.int32), targets,
+  return Split(split, inputs.astype(dtype), np.full(rows, 2 * n + 2, np.int32),
+               targets.astype(dtype),
                weights=weights,
                source=f"generated associative recall data (seed {data.seed}, split {split!r})")
 

@@ -46,7 +46,8 @@ def generate_split(data: ml_collections.ConfigDict, split: str) -> Split:
   n_rows, max_len = data[SIZE_FIELDS[split]], data.max_length
   rng = np.random.default_rng([data.seed, SPLITS.index(split)])
   lengths = rng.integers(data.min_length, data.max_length + 1, size=n_rows).astype(np.int32)
-  symbols = rng.integers(FIRST_SYMBOL, FIRST_SYMBOL + data.num_symbols, (n_rows, max_len))
+  symbols = rng.integers(FIRST_SYMBOL, FIRST_SYMBOL + data.num_symbols, (n_rows, max_len),
+                         dtype=np.int32)
   positions = np.arange(max_len)[None, :]
   real = positions < lengths[:, None]
   source = np.where(real, symbols, PAD)
@@ -62,8 +63,8 @@ def generate_split(data: ml_collections.ConfigDict, split: str) -> Split:
   weights = np.arange(max_len + 1)[None, :] < (lengths + 1)[:, None]  # t_1 .. t_n, EOS
   inputs2 = np.where(weights, inputs2, PAD)  # BOS t_1 .. t_n: EOS is never an input
   dtype = np.uint8 if FIRST_SYMBOL + data.num_symbols <= 256 else np.int32
-  return Split(split, source.astype(dtype), lengths, targets, inputs2=inputs2.astype(dtype),
-               lengths2=lengths + 1, weights=weights,
+  return Split(split, source.astype(dtype), lengths, targets.astype(dtype),
+               inputs2=inputs2.astype(dtype), lengths2=lengths + 1, weights=weights,
                source=f"generated copy data (seed {data.seed}, split {split!r})")
 
 
