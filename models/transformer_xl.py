@@ -35,7 +35,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from models.attention import masks
+from models.attention import decoding, masks
 from models.attention.base import PROJECTION_INIT
 from models.blocks import FeedForward, normalize
 from models.embedding import Embedder
@@ -76,12 +76,18 @@ class RelativeAttention(nn.Module):
   dtype: Any = jnp.float32
 
   @nn.compact
-  def __call__(self, x, memory=None, deterministic=True, pos_emb=None):
+  def __call__(self, x, memory=None, deterministic=True, pos_emb=None, step_visible=None):
+    """`step_visible` (incremental decoding): `memory` is then the whole key sequence, x among
+    them, `pos_emb` `[K, e]` R of each key's distance from the one query, and `step_visible`
+    bool `[K]` the keys it sees; the position term needs no shift."""
     if self.qkv_dim % self.num_heads:
       raise ValueError(f"qkv_dim={self.qkv_dim} is not divisible by num_heads={self.num_heads}")
     head_dim = self.qkv_dim // self.num_heads
     length, features = x.shape[1], x.shape[-1]
-    cat = x if memory is None else jnp.concatenate([memory.astype(x.dtype), x], axis=1)
+    if step_visible is not None:
+      cat = memory.astype(x.dtype)
+    else:
+      cat = x if memory is None else jnp.concatenate([memory.astype(x.dtype), x], axis=1)
     klen = cat.shape[1]
     mlen = klen - length
     if pos_emb is None:
@@ -97,9 +103,13 @@ class RelativeAttention(nn.Module):
     q32 = q.astype(jnp.float32)
     f32 = dict(preferred_element_type=jnp.float32)
     ac = jnp.einsum("bqhd,bkhd->bhqk", q32 + u, k, **f32)                  # (a) + (c)
-    bd = relative_shift(jnp.einsum("bqhd,khd->bhqk", q32 + v_bias, r, **f32))  # (b) + (d)
+    bd = jnp.einsum("bqhd,khd->bhqk", q32 + v_bias, r, **f32)               # (b) + (d)
+    if step_visible is None:
+      bd = relative_shift(bd)
+      visible = jnp.arange(klen)[None, :] <= mlen + jnp.arange(length)[:, None]  # [L, K]
+    else:
+      visible = step_visible[None, :]
     logits = (ac + bd) / np.sqrt(head_dim).astype(np.float32)
-    visible = jnp.arange(klen)[None, :] <= mlen + jnp.arange(length)[:, None]  # [L, K]
     logits = jnp.where(visible, logits, masks.big_negative(jnp.float32))
     weights = jax.nn.softmax(logits, axis=-1)
     weights = nn.Dropout(self.dropout_rate)(weights, deterministic=deterministic)
@@ -120,11 +130,11 @@ class XLBlock(nn.Module):
   dtype: Any = jnp.float32
 
   @nn.compact
-  def __call__(self, x, memory, pos_emb, deterministic=True):
+  def __call__(self, x, memory, pos_emb, deterministic=True, step_visible=None):
     norm = nn.LayerNorm(dtype=self.dtype, name="attention_norm")
     h = RelativeAttention(self.num_heads, self.qkv_dim, self.attention_dropout_rate, self.dtype,
                           name="attention")(norm(x), None if memory is None else norm(memory),
-                                            deterministic, pos_emb)
+                                            deterministic, pos_emb, step_visible)
     x = x + nn.Dropout(self.dropout_rate)(h, deterministic=deterministic)
     ones = jnp.ones(x.shape[:2], bool)  # normalize's mask (LayerNorm does not read it)
     h = normalize("layer", x, ones, deterministic, self.dtype, "ffn_norm")
@@ -152,7 +162,9 @@ class XLDecoderStack(nn.Module):
   dtype: Any = jnp.float32
 
   @nn.compact
-  def __call__(self, x, mems: Sequence[Any] | None = None, deterministic=True):
+  def __call__(self, x, mems: Sequence[Any] | None = None, deterministic=True, step=None):
+    if step is not None:
+      return self._step(x, *step, deterministic)
     if mems is not None and len(mems) != self.num_layers:
       raise ValueError(f"mems has {len(mems)} entries; expected one per layer "
                        f"({self.num_layers})")
@@ -173,6 +185,23 @@ class XLDecoderStack(nn.Module):
                   self.attention_dropout_rate, self.activation, self.dtype,
                   name=f"block_{i}")(x, memory, pos_emb, deterministic)
     return nn.LayerNorm(dtype=self.dtype, name="final_norm")(x), new_mems
+
+  def _step(self, x, buffers, slot, visible, deterministic):
+    """One token `x` `[b, 1, e]` (incremental decoding, `XLDecoder`): `buffers`
+    `[num_layers, b, K, e]` hold each layer's [memory; current segment] inputs, this token goes
+    to slot `slot` (traced) of each, keys `visible` `[K]`. -> (h `[b, 1, e]`, new buffers)."""
+    klen = buffers.shape[2]
+    distances = jnp.maximum(slot - jnp.arange(klen), 0)  # the hidden future keys: any R
+    pos_emb = nn.Dropout(self.dropout_rate)(sinusoid(distances, x.shape[-1]),
+                                            deterministic=deterministic)
+    new = []
+    for i in range(self.num_layers):
+      keys = jax.lax.dynamic_update_slice_in_dim(buffers[i], x.astype(buffers.dtype), slot, 1)
+      new.append(keys)
+      x = XLBlock(self.num_heads, self.qkv_dim, self.mlp_dim, self.dropout_rate,
+                  self.attention_dropout_rate, self.activation, self.dtype,
+                  name=f"block_{i}")(x, keys, pos_emb, deterministic, visible)
+    return nn.LayerNorm(dtype=self.dtype, name="final_norm")(x), jnp.stack(new)
 
 
 def segment_recurrent(stack: XLDecoderStack, x, segment_length: int, memory_length: int,
@@ -207,7 +236,15 @@ class XLDecoder(nn.Module):
   `segment_recurrent` over segments of `segment_length` with `memory_length` memories.
   Padding: the stack is causal, so right padding never reaches a real token (left padding would
   enter the memory: not supported); padded outputs are whatever the stack computed there.
-  `decode=True` (incremental decoding) is not implemented: a clear error."""
+
+  `decode=True`: incremental decoding through the "cache" collection (the repository's protocol,
+  models/attention/decoding.py), exactly the segmented forward's computation: a cache `buffers`
+  `[num_layers, b, M + S, e]` per layer holds the memory (right-aligned, `memory_filled` of its
+  M slots valid) and the current segment's layer inputs so far; a token at offset i of its
+  segment is slot M + i and sees the valid memory and the segment up to itself, at the
+  distances of the segmented forward. At a segment's end the buffers shift by S, keeping the
+  last M states as the next memory (sec. 3.2's SG(h) concatenation). The cache's size is
+  (M + S) e per layer, whatever the length decoded."""
   vocab_size: int
   emb_dim: int
   num_heads: int
@@ -224,13 +261,35 @@ class XLDecoder(nn.Module):
 
   @nn.compact
   def __call__(self, tokens, mask, deterministic=True, decode=False):
-    if decode:
-      raise ValueError("decode=True: the Transformer-XL decoder (config.model.xl_segment_length"
-                       " > 0) has no incremental decoding here; generate with decode=False")
     x, mask = Embedder(self.vocab_size, self.emb_dim, self.max_len, "none", False,
                        self.dropout_rate, self.dtype, name="embed")(tokens, mask, deterministic)
     stack = XLDecoderStack(self.num_layers, self.num_heads, self.qkv_dim, self.mlp_dim,
                            self.memory_length, self.dropout_rate, self.attention_dropout_rate,
                            self.activation, self.dtype, name="stack")
+    if decode:
+      stepping, index = decoding.decode_index(self)
+      if stepping:
+        decoding.check_one_token(x, "the Transformer-XL decoder")
+        return self._step(stack, x, index, deterministic), mask
+      slots = self.memory_length + self.segment_length
+      self.variable("cache", "buffers", jnp.zeros,
+                    (self.num_layers, x.shape[0], slots, x.shape[-1]), x.dtype)
+      self.variable("cache", "memory_filled", lambda: jnp.zeros((), jnp.int32))
     return segment_recurrent(stack, x, self.segment_length, self.memory_length,
                              deterministic), mask
+
+  def _step(self, stack, x, index, deterministic):
+    memory, segment = self.memory_length, self.segment_length
+    buffers = self.variable("cache", "buffers", None)
+    filled = self.variable("cache", "memory_filled", None)
+    offset = index % segment
+    slot = memory + offset
+    keys = jnp.arange(memory + segment)
+    visible = (keys >= memory - filled.value) & (keys <= slot)
+    h, new = stack(x, deterministic=deterministic, step=(buffers.value, slot, visible))
+    # The segment's last token: the last M of [memory; segment] become the memory.
+    end = offset == segment - 1
+    shifted = jnp.concatenate([new[:, :, segment:], jnp.zeros_like(new[:, :, :segment])], 2)
+    buffers.value = jnp.where(end, shifted, new)
+    filled.value = jnp.where(end, jnp.minimum(memory, filled.value + segment), filled.value)
+    return h

@@ -7,6 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from models import generate
 from models.decoder import DecoderLM
 from models.transformer_xl import (RelativeAttention, XLBlock, XLDecoder, XLDecoderStack,
                                    relative_shift, segment_recurrent, sinusoid)
@@ -236,5 +237,25 @@ def test_xl_decoder_is_a_causal_stack_for_decoder_lm():
   moved, _ = model.apply(variables, later)
   np.testing.assert_allclose(np.asarray(moved)[:, :5], np.asarray(logits)[:, :5], atol=1e-6)
   assert np.abs(np.asarray(moved)[:, 5:] - np.asarray(logits)[:, 5:]).max() > 1e-4
-  with pytest.raises(ValueError, match="no incremental decoding"):
-    model.apply(variables, batch, decode=True)
+
+
+@pytest.mark.parametrize("length,segment,memory", [(12, 4, 4), (8, 4, 0), (6, 2, 8)])
+def test_incremental_decoding_equals_the_segmented_forward(length, segment, memory):
+  """Token by token through the cache (models/generate.py's teacher forcing, under lax.scan)
+  == the segmented full forward, also where M < L - S forgets; the cache is M + S states per
+  layer whatever the length."""
+  def lm(max_len):
+    return DecoderLM(XLDecoder(vocab_size=11, emb_dim=E, num_heads=HEADS, num_layers=LAYERS,
+                               qkv_dim=QKV, mlp_dim=MLP, max_len=max_len,
+                               segment_length=segment, memory_length=memory,
+                               dropout_rate=0.0, attention_dropout_rate=0.0), vocab_size=11)
+  tokens = jax.random.randint(jax.random.PRNGKey(0), (B, length), 0, 11)
+  batch = {"inputs": tokens, "mask": jnp.ones((B, length), bool)}
+  params = lm(length).init(jax.random.PRNGKey(1), batch)["params"]
+  full, _ = lm(length).apply({"params": params}, batch)
+  stepped = jax.jit(lambda p, t: generate.teacher_forced_logits(lm(length), p, t))(params, tokens)
+  np.testing.assert_allclose(np.asarray(stepped), np.asarray(full), atol=1e-4, rtol=1e-4)
+  shapes = lambda n: jax.tree_util.tree_map(
+      jnp.shape, generate.init_cache(lm(n), params, B, n))
+  assert shapes(length) == shapes(2 * length)
+  assert shapes(length)["decoder"]["buffers"] == (LAYERS, B, memory + segment, E)
