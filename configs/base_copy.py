@@ -35,7 +35,8 @@ def quick(config: ml_collections.ConfigDict) -> None:
   model.dropout_rate = model.attention_dropout_rate = 0.0
   train = config.train
   train.batch_size, train.schedule, train.learning_rate = 32, "cosine", 2e-3
-  # measured with the Transformer: token accuracy 99.7% on validation at step 1,000 of 3,000
+  # measured with the Transformer: validation token accuracy 99.9% at step 1,000; after
+  # 2,000 steps test token and sequence accuracy 100% (277 s on 2 shared cores)
   train.warmup_steps, train.num_train_steps, train.weight_decay = 200, 2000, 0.0
   train.eval_every = train.checkpoint_every = 500
   train.log_every = 50
