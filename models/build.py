@@ -1,6 +1,7 @@
 """Builds the model a config asks for, given the task's metadata."""
 from __future__ import annotations
 
+import jax.numpy as jnp
 import ml_collections
 
 from models.attention import registry
@@ -60,9 +61,14 @@ def _decoder_model(model_cfg, vocab_size, num_classes, max_len, mode, target_len
     raise ValueError(f"config.model.tie_embeddings=True needs the output vocabulary "
                      f"({num_classes}) to be the input one ({vocab_size})")
   if mode == "lm":
-    decoder = encoder_from_config(model_cfg, vocab_size, max_len, prepend_cls=False,
-                                  causal=True, name="decoder")
+    if model_cfg.get("xl_segment_length", 0):
+      decoder = _xl_decoder(model_cfg, vocab_size, max_len)
+    else:
+      decoder = encoder_from_config(model_cfg, vocab_size, max_len, prepend_cls=False,
+                                    causal=True, name="decoder")
     return DecoderLM(decoder=decoder, vocab_size=num_classes, tie_embeddings=tie)
+  if model_cfg.get("xl_segment_length", 0):
+    raise ValueError("config.model.xl_segment_length is a decoder-only (lm task) option")
   if target_len is None:
     raise ValueError("an encoder-decoder needs the decoder's length (target_len)")
   cross = model_cfg.get("cross_attention", "transformer")
@@ -77,3 +83,35 @@ def _decoder_model(model_cfg, vocab_size, num_classes, max_len, mode, target_len
       name="decoder")
   return EncoderDecoder(encoder=encoder, decoder=decoder, vocab_size=num_classes,
                         tie_embeddings=tie)
+
+
+# Fields Transformer-XL's stack does not read (its attention is its own relative one, its
+# block LRA's pre-LN layout): a config that sets any of them otherwise is refused, not ignored.
+XL_FIXED = {"attention": "transformer", "positions": "none", "norm": "layer", "prenorm": True,
+            "ffn": "mlp", "rezero": False, "remat": False, "reversible": False,
+            "ffn_chunk_size": 0, "num_kv_heads": 0, "rope": False, "score_bias": "none",
+            "qk_norm": False}
+
+
+def _xl_decoder(model_cfg, vocab_size, max_len):
+  """Transformer-XL's segment-recurrent stack (models/transformer_xl.py) as the decoder:
+  config.model.xl_segment_length S (> 0 turns it on) and xl_memory_length M."""
+  from models.transformer_xl import XLDecoder  # pylint: disable=import-outside-toplevel
+  wrong = {k: model_cfg.get(k, v) for k, v in XL_FIXED.items() if model_cfg.get(k, v) != v}
+  if wrong:
+    raise ValueError(
+        "config.model.xl_segment_length > 0 (Transformer-XL) runs XL's own relative attention "
+        "in the pre-LN block; these fields would be ignored, set them to "
+        + ", ".join(f"{k}={XL_FIXED[k]!r}" for k in wrong) + f" (got {wrong})")
+  segment = model_cfg.xl_segment_length
+  if max_len % segment:
+    raise ValueError(f"config.model.xl_segment_length={segment} must divide the sequence "
+                     f"length {max_len}")
+  dtype = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}[model_cfg.dtype]
+  return XLDecoder(vocab_size=vocab_size, emb_dim=model_cfg.emb_dim,
+                   num_heads=model_cfg.num_heads, num_layers=model_cfg.num_layers,
+                   qkv_dim=model_cfg.qkv_dim, mlp_dim=model_cfg.mlp_dim, max_len=max_len,
+                   segment_length=segment, memory_length=model_cfg.get("xl_memory_length", 0),
+                   dropout_rate=model_cfg.dropout_rate,
+                   attention_dropout_rate=model_cfg.attention_dropout_rate,
+                   activation=model_cfg.activation, dtype=dtype, name="decoder")
