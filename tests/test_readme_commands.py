@@ -158,6 +158,25 @@ EXERCISES: dict[str, list[str]] = {
         "python train.py --config=configs/performer_listops.py:tiny --workdir={tmp}/run "
         "--config.model.num_kv_heads=1 --config.model.rope=True --config.model.ffn=gated "
         "--config.model.activation=silu"],
+    # Decoder and encoder-decoder tasks: the same configs at their :tiny preset.
+    "python train.py --config=configs/transformer_copy.py:quick --workdir=runs/copy": [
+        "python train.py --config=configs/transformer_copy.py:tiny --workdir={tmp}/run"],
+    "python train.py --config=configs/transformer_associative_recall.py:quick "
+    "--workdir=runs/recall": [
+        "python train.py --config=configs/transformer_associative_recall.py:tiny "
+        "--workdir={tmp}/run"],
+    "python train.py --config=configs/transformer_byte_lm.py:quick --workdir=runs/byte_lm": [
+        "python train.py --config=configs/transformer_byte_lm.py:tiny --workdir={tmp}/run"],
+    "python train.py --config=configs/transformer_xl_byte_lm.py:quick --workdir=runs/byte_lm_xl": [
+        "python train.py --config=configs/transformer_xl_byte_lm.py:tiny --workdir={tmp}/run"],
+    # The decode benchmark: the same flags, two variants at one short length, tiny widths.
+    "python -m lra.benchmark --mode=decode --attention=all --lengths=1024,2048,4096,8192 "
+    "--batch=1 --num_layers=1 --repeats=1 --timeout=600 --out=docs/benchmark_decode.json "
+    "--markdown=docs/benchmark_decode.md": [
+        "python -m lra.benchmark --mode=decode --attention=linear_transformer,reformer "
+        "--lengths=16 --batch=1 --num_layers=1 --repeats=1 --timeout=600 --emb_dim=16 "
+        "--qkv_dim=16 --num_heads=2 --mlp_dim=32 --out={tmp}/decode.json "
+        "--markdown={tmp}/decode.md"],
     "python -m venv /tmp/torchenv && /tmp/torchenv/bin/pip install torch==2.13.0 numpy": [
         "offline installs torch from the network"],
     "/tmp/torchenv/bin/python benchmarks/torch_attention.py --lengths=4096,8192 "

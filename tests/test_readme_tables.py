@@ -3,20 +3,21 @@
 Each table follows a marker naming its source, `<!-- benchmark-table: docs/x.json steps,memory -->`,
 `<!-- torch-comparison: docs/torch.json docs/bench.json -->` or
 `<!-- report-table: docs/runs.json [--published] [--select=best_validation] -->` (a file written
-by `lra.report --collect`); the table lines under it must equal what `lra.benchmark.markdown`,
-`benchmarks/torch_attention.comparison` or one table of `lra.report` renders from those files
-today.
+by `lra.report --collect`) or `<!-- decode-table: docs/benchmark_decode.json -->`; the table
+lines under it must equal what `lra.benchmark.markdown`, `benchmarks/torch_attention.comparison`,
+one table of `lra.report` or `lra.benchmark_decode.markdown` renders from those files today.
 """
 import json
 import re
 from pathlib import Path
 
 from benchmarks import torch_attention
-from lra import benchmark
+from lra import benchmark, benchmark_decode
 from lra import report
 
 ROOT = Path(__file__).resolve().parents[1]
-MARKER = re.compile(r"<!-- (benchmark-table|torch-comparison|report-table): (.+?) -->")
+MARKER = re.compile(
+    r"<!-- (benchmark-table|torch-comparison|report-table|decode-table): (.+?) -->")
 
 
 def table_lines(text: str) -> list[str]:
@@ -73,6 +74,8 @@ def rendered(kind: str, args: list[str]) -> list[str]:
   if kind == "benchmark-table":
     path, columns = args
     return table_lines(benchmark.markdown(load(path), tuple(columns.split(","))))
+  if kind == "decode-table":
+    return table_lines(benchmark_decode.markdown(load(args[0])))
   torch_rows, bench_rows = args
   return table_lines(torch_attention.comparison(load(torch_rows), load(bench_rows)))
 
@@ -89,7 +92,8 @@ def test_every_marked_readme_table_equals_its_rendering_from_the_committed_json(
 
 
 def test_committed_benchmark_files_carry_cpu_time_and_page_faults():
-  paths = {arg for kind, args, _, _ in marked_tables() if kind != "report-table"
+  paths = {arg for kind, args, _, _ in marked_tables()
+           if kind not in ("report-table", "decode-table")  # no train steps there
            for arg in args if arg.endswith(".json")}
   for path in paths:
     for row in load(path):
