@@ -112,8 +112,8 @@ MUTATIONS: list[Mutation] = [
              ("tests/test_models.py::"
               "test_reversible_config_builds_revnet_residuals_with_matching_gradients",)),
     Mutation("config_causal_not_passed", "models/classifier.py",
-             'causal=model_cfg.get("causal", False), positions=model_cfg.positions,',
-             "causal=False, positions=model_cfg.positions,",
+             'causal = overrides.get("causal", model_cfg.get("causal", False))',
+             'causal = overrides.get("causal", False)',
              ("tests/test_model_options.py::test_causal_config_keeps_each_position_blind_to_later_tokens",),
              "model.causal=True end to end was untested"),
     Mutation("activation_name_ignored", "models/blocks.py",
@@ -226,7 +226,8 @@ MUTATIONS: list[Mutation] = [
              "(13 * eye - az @ (15 * eye - az @ (6 * eye - az)))",
              ("tests/test_attention_nystromformer.py::test_pinv_iteration_converges_to_numpy_pinv",)),
     Mutation("sinkhorn_local_block_masked", "models/attention/sinkhorn.py",
-             "[sorted_logits, local_logits]", "[sorted_logits, local_logits - 1e9]",
+             "local_logits = jnp.where(local_allowed, local_logits, neg)",
+             "local_logits = jnp.where(local_allowed, local_logits, neg) - 1e9",
              ("tests/test_attention_sinkhorn.py::test_one_block_is_exact_attention",)),
     Mutation("reformer_hash_not_angular", "models/attention/reformer.py",
              "jnp.argmax(jnp.concatenate([rotated, -rotated], axis=-1), axis=-1)",
@@ -464,6 +465,31 @@ MUTATIONS: list[Mutation] = [
              'scale = self.param("rezero_alpha", nn.initializers.ones, ())',
              ("tests/test_blocks.py::"
               "test_rezero_block_starts_as_the_identity_and_learns_its_alpha",)),
+    # Decoder, encoder-decoder and incremental decoding (issue 14).
+    Mutation("token_loss_counts_unweighted_tokens", "train.py",
+             '"loss_sum": (loss * weights).sum(-1)', '"loss_sum": loss.sum(-1)',
+             ("tests/test_train_tokens.py::"
+              "test_row_metrics_count_only_the_weighted_target_tokens",)),
+    Mutation("decoded_tokens_all_at_position_zero", "models/blocks.py",
+             "        offset = index", "        offset = 0 * index",
+             ("tests/test_decoding.py::test_step_by_step_decoding_equals_the_full_forward"
+              "[transformer]",)),
+    Mutation("decode_rope_and_bias_at_position_zero", "models/attention/base.py",
+             "q_pos = k_pos = index[None]", "q_pos = k_pos = 0 * index[None]",
+             ("tests/test_decoding.py::test_decoding_with_head_and_position_options",)),
+    Mutation("window_cache_slot_off_by_one", "models/attention/kv_cache.py",
+             "slot = index % size", "slot = (index + 1) % size",
+             ("tests/test_attention_local.py::"
+              "test_decoding_step_by_step_matches_the_causal_forward",)),
+    Mutation("linear_state_forgets_the_past", "models/attention/feature_maps.py",
+             'state = state + jnp.einsum("bkm,bkd->bkmd", phi_k, v32)',
+             'state = jnp.einsum("bkm,bkd->bkmd", phi_k, v32)',
+             ("tests/test_attention_linear_transformer.py::"
+              "test_decoding_step_by_step_equals_the_causal_forward_with_a_constant_state",)),
+    Mutation("xl_memory_keeps_its_gradient", "models/transformer_xl.py",
+             "new_mems.append(jax.lax.stop_gradient(cat[", "new_mems.append((cat[",
+             ("tests/test_transformer_xl.py::"
+              "test_memory_carries_no_gradient_but_carries_information",)),
 ]
 
 
