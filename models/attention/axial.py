@@ -130,13 +130,9 @@ class AxialAttention(nn.Module):
   def __call__(self, q, k, v, *, q_mask=None, kv_mask=None, deterministic=True, inputs_q=None,
                decode=False):
     if decode:
-      stepping, index = decoding.decode_index(self)
-      keys, values = kv_cache.full_cache(self, k, v, stepping, index)
-      queries = self.variable("cache", "cached_query", jnp.zeros, q.shape, q.dtype)
+      stepping, index, cache, k, v = kv_cache.decode_full_cache(self, q, k, v, queries=True)
       if stepping:
-        queries.value = jax.lax.dynamic_update_slice(queries.value, q, (0, index, 0, 0))
-        return self._decode(q, queries.value, keys, values, index)
-      k, v = decoding.repeat_kv(k, q.shape[2]), decoding.repeat_kv(v, q.shape[2])
+        return self._decode(q, *cache, index)
     rng = None
     if not deterministic and self.dropout_rate > 0.0:
       rng = self.make_rng("dropout")

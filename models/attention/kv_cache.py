@@ -15,7 +15,24 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from models.attention import masks
+from models.attention import decoding, masks
+
+
+def decode_full_cache(module, q, k, v, *, queries: bool = False):
+  """The decode-mode prologue of a mixer with a full cache: creates or advances it.
+  Returns `(stepping, index, cache, k, v)`: `cache` = (keys, values) or, with `queries`, also
+  the cached queries `[b, L, h, d]` first (mixers whose step recomputes earlier queries' rows:
+  axial, H-1D); `k`/`v` repeated to q's heads for the full forward of the creating call."""
+  stepping, index = decoding.decode_index(module)
+  keys, values = full_cache(module, k, v, stepping, index)
+  cache = (keys, values)
+  if queries:
+    cached_q = module.variable("cache", "cached_query", jnp.zeros, q.shape, q.dtype)
+    if stepping:
+      cached_q.value = jax.lax.dynamic_update_slice(cached_q.value, q, (0, index, 0, 0))
+    cache = (cached_q.value,) + cache
+  heads = q.shape[2]
+  return stepping, index, cache, decoding.repeat_kv(k, heads), decoding.repeat_kv(v, heads)
 
 
 def full_cache(module, k, v, stepping: bool, index, *, keys: bool = True):

@@ -115,11 +115,9 @@ class LongformerAttention(nn.Module):
   def __call__(self, q, k, v, *, q_mask=None, kv_mask=None, deterministic=True, inputs_q=None,
                decode=False):
     if decode:
-      stepping, index = decoding.decode_index(self)
-      keys, values = kv_cache.full_cache(self, k, v, stepping, index)
+      stepping, index, cache, k, v = kv_cache.decode_full_cache(self, q, k, v)
       if stepping:
-        return self._decode(q, keys, values, index)
-      k, v = decoding.repeat_kv(k, q.shape[2]), decoding.repeat_kv(v, q.shape[2])
+        return self._decode(q, *cache, index)
     rng = None
     if not deterministic and self.dropout_rate > 0.0:
       rng = self.make_rng("dropout")
