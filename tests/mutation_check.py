@@ -477,8 +477,9 @@ MUTATIONS: list[Mutation] = [
     Mutation("decode_rope_and_bias_at_position_zero", "models/attention/base.py",
              "q_pos = k_pos = index[None]", "q_pos = k_pos = 0 * index[None]",
              ("tests/test_decoding.py::test_decoding_with_head_and_position_options",)),
-    Mutation("window_cache_slot_off_by_one", "models/attention/kv_cache.py",
-             "slot = index % size", "slot = (index + 1) % size",
+    Mutation("window_cache_positions_off_by_one", "models/attention/kv_cache.py",
+             "cached_pos.value = cached_pos.value.at[slot].set(index.astype(jnp.int32))",
+             "cached_pos.value = cached_pos.value.at[slot].set(index.astype(jnp.int32) - 1)",
              ("tests/test_attention_local.py::"
               "test_decoding_step_by_step_matches_the_causal_forward",)),
     Mutation("linear_state_forgets_the_past", "models/attention/feature_maps.py",
