@@ -171,7 +171,7 @@ EXERCISES: dict[str, list[str]] = {
         "python train.py --config=configs/transformer_xl_byte_lm.py:tiny --workdir={tmp}/run"],
     # The decode benchmark: the same flags, two variants at one short length, tiny widths.
     "python -m lra.benchmark --mode=decode --attention=all --lengths=1024,2048,4096,8192 "
-    "--batch=1 --num_layers=1 --repeats=1 --timeout=600 --out=docs/benchmark_decode.json "
+    "--batch=1 --num_layers=1 --repeats=1 --timeout=300 --out=docs/benchmark_decode.json "
     "--markdown=docs/benchmark_decode.md": [
         "python -m lra.benchmark --mode=decode --attention=linear_transformer,reformer "
         "--lengths=16 --batch=1 --num_layers=1 --repeats=1 --timeout=600 --emb_dim=16 "
