@@ -117,6 +117,12 @@ def test_cross_attention_variant_is_configurable_and_checked():
   variables = model.init(jax.random.key(0), pair_batch(tokens(0), tokens(1, length=7)))
   cross = variables["params"]["decoder"]["block_0"]["cross_attention"]
   assert {"query", "key", "value", "out"} <= set(cross)
+  # The field is used, not only accepted: the same parameters under exact cross attention
+  # give other logits than under FAVOR+ (both have the same projections).
+  batch = pair_batch(tokens(0), tokens(1, length=7))
+  favor, _ = model.apply(variables, batch)
+  exact, _ = seq2seq().apply(variables, batch)
+  assert np.abs(np.asarray(favor - exact)).max() > 1e-3
   with pytest.raises(ValueError, match="does not support cross attention"):
     seq2seq(cross_attention="local")
 
